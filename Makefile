@@ -1,0 +1,37 @@
+# Two commands from a fresh clone: `make run` and `make test`. Both build .venv when it is
+# missing or pyproject.toml changed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast test-slow lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch (the machine's local wheel) when it is there: a plain range would pull
+	# a multi-GB CUDA build. Elsewhere any torch within the project's range does.
+	$(BIN)/python -m pip install -q "torch==2.13.0+cpu" 2>/dev/null || $(BIN)/python -m pip install -q "torch>=2.4,<=2.14.1"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m agentcoder.run $(ARGS)
+
+# Fast suite + the one end-to-end smoke of the embedded default (real wheels, real SmolLM2).
+test: $(STAMP)
+	$(BIN)/ruff check agentcoder tests scripts
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "smoke" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow and not smoke" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+lint: $(STAMP)
+	$(BIN)/ruff check agentcoder tests scripts
+
+clean-venv:
+	rm -rf $(VENV)

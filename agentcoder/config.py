@@ -1,0 +1,271 @@
+"""Typed schema and range checks for the composed run config.
+
+Light on purpose: importing this module must not import torch, so that a bad override is
+reported in well under two seconds.  Each config group has a dataclass here; `validate`
+merges the composed config onto the schema (catching unknown keys and wrong types) and then
+applies the range checks that types cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message is one line naming key, value and what is allowed."""
+
+
+# --------------------------------------------------------------------------- groups
+
+
+@dataclass
+class EmbeddedAsset:
+    package: str = ""
+    version: str = ""
+    sha256: str | None = None
+    member: str = ""  # path of the file inside the wheel
+
+
+@dataclass
+class ModelConfig:
+    name: str = ""
+    hub_id: str = ""
+    source: str = "hub"  # embedded | hub
+    tool_format: str = "json"  # json | qwen: how tool calls are written in the assistant turn
+    init: str = "pretrained"  # pretrained | random (architecture only, for benchmarks)
+    revision: str | None = None
+    trust_remote_code: bool = False
+    embedded: EmbeddedAsset | None = None
+    gguf_path: str | None = None  # point at a local GGUF instead of the wheel's
+    adapter: str | None = None  # a saved LoRA adapter to apply (e.g. for method=baseline)
+    lora_target_modules: list[str] = field(default_factory=list)
+    generation: dict[str, Any] = field(default_factory=dict)
+    # config.json-level facts so that init=random builds the architecture without a download
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QuantConfig:
+    name: str = "none"
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    llm_int8_threshold: float = 6.0
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: str = "bfloat16"
+
+
+@dataclass
+class SplitRatios:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    name: str = "bfcl"
+    source: str = "embedded"  # embedded | hub
+    hub_id: str | None = None
+    path: str | None = None  # a local file in the hub's format instead of the hub
+    embedded: EmbeddedAsset | None = None
+    categories: list[str] = field(default_factory=list)
+    split_seed: int = 0
+    split: SplitRatios = field(default_factory=SplitRatios)
+    max_examples: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    limit: int | None = None
+    batch_size: Any = "auto"  # int or "auto"
+    max_new_tokens: int = 128
+
+
+@dataclass
+class LoraParams:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # null: the model config's lora_target_modules
+
+
+@dataclass
+class TrainParams:
+    epochs: float = 3.0
+    lr: float = 1.0e-4
+    scheduler: str = "cosine"
+    warmup_steps: int = 10
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int | None = 1024
+    packing: bool = True
+    gradient_checkpointing: bool = False
+    weight_decay: float = 0.0
+    logging_steps: int = 5
+    eval_steps: int = 50
+    save_steps: int = 50
+    val_limit: int | None = 64
+    max_steps: int = -1
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+
+@dataclass
+class BaselineMethod:
+    name: str = "baseline"
+
+
+@dataclass
+class LoraMethod:
+    name: str = "lora"
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=TrainParams)
+
+
+@dataclass
+class DebugMethod:
+    name: str = "debug"
+    fail: bool = False
+    value: float = 0.0
+
+
+@dataclass
+class PreferenceMethod:
+    """DPO / PPO / GRPO: not built yet; the schema keeps their hyperparameters visible."""
+
+    name: str = ""
+    beta: float = 0.1
+    lr: float = 5.0e-5
+    epochs: float = 3.0
+
+
+METHOD_SCHEMAS: dict[str, type] = {
+    "baseline": BaselineMethod,
+    "lora": LoraMethod,
+    "dpo": PreferenceMethod,
+    "ppo": PreferenceMethod,
+    "grpo": PreferenceMethod,
+    "debug": DebugMethod,
+}
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    method: Any = None  # checked against METHOD_SCHEMAS[method.name]
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data_fraction: float = 1.0
+    seed: int = 42
+    resume: bool = True
+    resume_from: str | None = None
+    cache_dir: str = ""
+
+
+# --------------------------------------------------------------------------- checks
+
+_CHOICES = {
+    "model.source": ("embedded", "hub"),
+    "model.tool_format": ("json", "qwen"),
+    "model.init": ("pretrained", "random"),
+    "data.source": ("embedded", "hub"),
+    "eval.split": ("train", "val", "test"),
+    "quant.bnb_4bit_quant_type": ("nf4", "fp4"),
+    "quant.bnb_4bit_compute_dtype": ("bfloat16", "float16", "float32"),
+    "method.train.scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
+}
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _check_range(cfg: DictConfig) -> None:
+    def need(key: str, ok: bool, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; expected {allowed}")
+
+    frac = cfg.data_fraction
+    need("data_fraction", 0.0 < frac <= 1.0, "a number in (0, 1], e.g. data_fraction=0.1")
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value is not None:
+            need(key, value in choices, "one of " + ", ".join(choices))
+    bs = cfg.eval.batch_size
+    need("eval.batch_size", bs == "auto" or (isinstance(bs, int) and bs > 0), "a positive int or 'auto'")
+    need("eval.max_new_tokens", cfg.eval.max_new_tokens > 0, "a positive int")
+    if cfg.eval.limit is not None:
+        need("eval.limit", cfg.eval.limit > 0, "a positive int or null")
+    ratios = cfg.data.split
+    for part in ("train", "val", "test"):
+        need(f"data.split.{part}", 0.0 < ratios[part] < 1.0, "a share in (0, 1)")
+    total = ratios.train + ratios.val + ratios.test
+    need("data.split.train", abs(total - 1.0) < 1e-6, f"train+val+test to sum to 1 (they sum to {total:g})")
+    q = cfg.quant
+    need("quant.load_in_4bit", not (q.load_in_4bit and q.load_in_8bit), "only one of 8-bit and 4-bit")
+    if cfg.model.source == "embedded" and cfg.model.embedded is None and cfg.model.gguf_path is None:
+        raise ConfigError("model.embedded is missing for an embedded model; set it or model.gguf_path")
+    m = cfg.method
+    if "lora" in m:
+        need("method.lora.r", m.lora.r > 0, "a positive int (LoRA rank)")
+        need("method.lora.alpha", m.lora.alpha > 0, "a positive number")
+        need("method.lora.dropout", 0.0 <= m.lora.dropout < 1.0, "a share in [0, 1)")
+    if "train" in m:
+        t = m.train
+        need("method.train.lr", 0.0 < t.lr < 1.0, "a learning rate in (0, 1)")
+        need("method.train.epochs", t.epochs > 0, "a positive number")
+        need("method.train.batch_size", t.batch_size > 0, "a positive int")
+        need("method.train.grad_accum", t.grad_accum > 0, "a positive int")
+        need("method.train.warmup_steps", t.warmup_steps >= 0, "an int >= 0")
+        need("method.train.eval_steps", t.eval_steps > 0, "a positive int")
+        need("method.train.save_steps", t.save_steps > 0, "a positive int")
+        if t.max_length is not None:
+            need("method.train.max_length", t.max_length > 0, "a positive int or null")
+    if "beta" in m:
+        need("method.beta", m.beta > 0, "a positive number")
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{key}: {first}" if key and key not in first else first
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Return the config merged onto the schema, or raise ConfigError (one line)."""
+    method_name = _get(cfg, "method.name")
+    if method_name not in METHOD_SCHEMAS:
+        raise ConfigError(f"method={method_name!r} is not a method; expected one of {', '.join(METHOD_SCHEMAS)}")
+    try:
+        schema = OmegaConf.structured(RunConfig)
+        schema.method = OmegaConf.structured(METHOD_SCHEMAS[method_name])
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain.pop("hydra", None)
+        merged = OmegaConf.merge(schema, plain)
+    except OmegaConfBaseException as err:
+        msg = _one_line(err)
+        if "not in struct" in str(err) or "Key '" in str(err):
+            msg = f"unknown config key: {msg}"
+        raise ConfigError(msg) from None
+    _check_range(merged)
+    return merged
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved run config (hydra node excluded): same hash, same experiment."""
+    import hashlib
+    import json
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(plain, dict):
+        plain.pop("hydra", None)
+        plain.pop("resume", None)
+        plain.pop("resume_from", None)
+    blob = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,106 @@
+"""The one prompt renderer shared by training and evaluation, and the assistant targets.
+
+Training and evaluation must see byte-identical prompts, otherwise a fine-tuned model is
+scored on a format it never saw; so both go through `render_prompt`.
+
+Tools reach the model in one of two ways:
+  * the tokenizer's chat template supports tools (its source mentions `tools`, e.g.
+    Qwen2.5): the tools go through `apply_chat_template(..., tools=...)` and the model answers
+    in its native format (tool_format "qwen": <tool_call> blocks);
+  * otherwise (e.g. SmolLM2) a system message lists the tools as JSON and says how to answer
+    (tool_format "json": a JSON list of {"name", "arguments"}; "qwen": <tool_call> blocks), or
+    in plain text when no tool fits.  An existing system message keeps its text after ours.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agentcoder.data.example import Example, GoldCall
+
+NO_CALL_TARGET = "None of the available functions can help with this request."
+
+_FORMAT_HELP = {
+    "json": (
+        "To call functions, answer with only a JSON list of calls, each an object "
+        '{"name": <function name>, "arguments": {<argument name>: <value>, ...}}, and nothing else, '
+        'e.g. [{"name": "f", "arguments": {"x": 1}}].'
+    ),
+    "qwen": (
+        "To call functions, answer with only one block per call, each "
+        '<tool_call>\n{"name": <function name>, "arguments": {<argument name>: <value>, ...}}\n</tool_call>'
+        ", and nothing else."
+    ),
+}
+
+
+def supports_tools(tokenizer: Any) -> bool:
+    """Whether the chat template renders a `tools` argument (a template that ignores it would drop them)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):
+        template = "\n".join(str(t) for t in template.values())
+    return "tools" in template
+
+
+def tool_instructions(tools: list[dict[str, Any]], tool_format: str) -> str:
+    """The fallback system text: how to answer, then one JSON tool schema per line."""
+    if tool_format not in _FORMAT_HELP:
+        raise ValueError(f"tool_format={tool_format!r}; expected one of {', '.join(_FORMAT_HELP)}")
+    listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    return (
+        "You can call the following functions:\n"
+        f"{listing}\n\n"
+        f"{_FORMAT_HELP[tool_format]} "
+        "If none of the functions fits the request, answer in plain text without calling any."
+    )
+
+
+def fallback_messages(example: Example, tool_format: str) -> list[dict[str, str]]:
+    """The example's messages with the tool instructions in the (first) system message."""
+    text = tool_instructions(example.tools, tool_format)
+    messages = [dict(m) for m in example.messages]
+    if messages and messages[0]["role"] == "system":
+        messages[0]["content"] = f"{text}\n\n{messages[0]['content']}"
+    else:
+        messages.insert(0, {"role": "system", "content": text})
+    return messages
+
+
+def render_prompt(example: Example, tokenizer: Any, tool_format: str) -> str:
+    """The prompt text up to and including the assistant header, for training and evaluation alike."""
+    if supports_tools(tokenizer):
+        tools = [{"type": "function", "function": t} for t in example.tools]
+        return tokenizer.apply_chat_template(
+            example.messages, tools=tools, add_generation_prompt=True, tokenize=False
+        )
+    return tokenizer.apply_chat_template(
+        fallback_messages(example, tool_format), add_generation_prompt=True, tokenize=False
+    )
+
+
+def target_arguments(call: GoldCall) -> dict[str, Any]:
+    """One concrete value per argument: the first acceptable value that is not "" (omission)."""
+    out = {}
+    for name, values in call.arguments.items():
+        chosen = [v for v in values if v != ""]
+        if chosen:
+            out[name] = chosen[0]
+    return out
+
+
+def render_target(example: Example, tool_format: str) -> str:
+    """The assistant turn the model should produce, in TOOL_FORMAT; plain text when no call is due."""
+    if not example.answer:
+        return NO_CALL_TARGET
+    calls = [{"name": c.name, "arguments": target_arguments(c)} for c in example.answer]
+    if tool_format == "qwen":
+        return "\n".join(f"<tool_call>\n{json.dumps(c, ensure_ascii=False)}\n</tool_call>" for c in calls)
+    if tool_format == "json":
+        return json.dumps(calls, ensure_ascii=False)
+    raise ValueError(f"tool_format={tool_format!r}; expected one of json, qwen")
+
+
+def render_training_text(example: Example, tokenizer: Any, tool_format: str) -> tuple[str, str]:
+    """(prompt, completion): the prompt exactly as evaluation renders it, the target plus EOS."""
+    return render_prompt(example, tokenizer, tool_format), render_target(example, tool_format) + tokenizer.eos_token

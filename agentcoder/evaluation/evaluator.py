@@ -1,0 +1,104 @@
+"""Evaluate a model on examples: render -> batched generate -> parse -> match -> metrics.
+
+The same function serves `method=baseline`, LoRA's validation checks and its final test run,
+so every number in a comparison comes from one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agentcoder.data.example import Example
+from agentcoder.evaluation.generate import generate_batched
+from agentcoder.evaluation.matcher import match_calls
+from agentcoder.evaluation.metrics import compute_metrics
+from agentcoder.evaluation.parser import parse_calls
+
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def select_examples(examples: Sequence[Example], limit: int | None) -> list[Example]:
+    """A deterministic cap: examples are in split order (hash order), so the first N is a fair sample."""
+    return list(examples if limit is None else examples[:limit])
+
+
+def judge(example: Example, raw: str) -> dict[str, Any]:
+    """Parse one raw output and match it against the example's gold calls."""
+    parsed = parse_calls(raw)
+    verdict = match_calls(example.answer, example.tools, parsed)
+    return {
+        "status": parsed.status,
+        "calls": [asdict(c) for c in parsed.calls],
+        "parse_reason": parsed.reason,
+        "correct": verdict.correct,
+        "reason": verdict.reason,
+        "function_match": verdict.function_match,
+        "params_correct": verdict.params_correct,
+        "params_total": verdict.params_total,
+    }
+
+
+def peak_memory_bytes(device: Any) -> int:
+    import torch
+
+    if str(device).startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    tool_format: str,
+    max_new_tokens: int,
+    batch_size: int | str = "auto",
+    progress: bool = True,
+    desc: str = "eval",
+) -> EvalResult:
+    from agentcoder.data.prompts import render_prompt
+
+    prompts = [render_prompt(ex, tokenizer, tool_format) for ex in examples]
+    device = next(model.parameters()).device
+    rows: list[dict[str, Any] | None] = [None] * len(examples)
+    t0 = time.perf_counter()
+    for gen in generate_batched(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc=desc
+    ):
+        ex = examples[gen.index]
+        rows[gen.index] = {
+            "id": ex.id,
+            "category": ex.category,
+            "prompt_tokens": gen.prompt_tokens,
+            "output_tokens": gen.output_tokens,
+            "raw": gen.text,
+            **judge(ex, gen.text),
+            "expects_call": ex.expects_call,
+            "n_gold_calls": len(ex.answer),
+            "latency_s": round(gen.latency_s, 6),
+        }
+    wall = time.perf_counter() - t0
+    done = [r for r in rows if r is not None]
+    metrics = compute_metrics(done, wall_time_s=wall, peak_memory_bytes=peak_memory_bytes(device))
+    metrics["overall"]["wall_time_s"] = round(wall, 3)
+    return EvalResult(metrics=metrics, rows=done)
+
+
+def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    from agentcoder.tracking.records import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))

@@ -1,0 +1,40 @@
+"""Special-token fixes shared by the embedded conversion and every load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+CHATML_END = "<|im_end|>"
+
+
+def fix_special_tokens(tokenizer: Any) -> Any:
+    """Make a ChatML tokenizer end turns with <|im_end|> and pad on the left; returns it.
+
+    The SmolLM2 GGUF names <|im_start|> as eos and has no pad token: generation then never
+    stops at the end of the assistant turn.  Left padding because batched generation appends
+    to the right end of every row.
+    """
+    if CHATML_END in tokenizer.get_vocab():
+        tokenizer.eos_token = CHATML_END
+        tokenizer.pad_token = CHATML_END
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def sync_generation_config(model: Any, tokenizer: Any, overrides: Mapping[str, Any] | None = None) -> None:
+    """Point the model's generation stop/pad ids at the tokenizer's, then apply config overrides.
+
+    The model's own eos ids are kept next to the tokenizer's (Qwen stops on <|endoftext|> too).
+    """
+    gen = model.generation_config
+    own = gen.eos_token_id
+    own_ids = [] if own is None else ([own] if isinstance(own, int) else list(own))
+    eos_ids = [tokenizer.eos_token_id] + [i for i in own_ids if i != tokenizer.eos_token_id]
+    gen.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
+    gen.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    for key, value in dict(overrides or {}).items():
+        setattr(gen, key, value)
