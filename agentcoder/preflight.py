@@ -66,7 +66,8 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     if match:
         key = match.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), "?")
-        return f"unknown config key '{key}' (in {key}={value}); see `--cfg job` for the keys, or add one with +{key}=..."
+        return (f"unknown config key '{key}' (in {key}={value}); "
+                f"see `--cfg job` for the keys, or add one with +{key}=...")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " ".join(lines)[:400]
 
@@ -97,7 +98,8 @@ def check_overrides(conf_dir: Path, overrides: list[str]) -> list[str]:
             for v in values:
                 v = ov.get_value_element_as_str() if v is None else v
                 if v not in groups[key] and v != "null":
-                    raise ConfigError(f"{key}={v} is not an option of '{key}'; expected one of: {', '.join(groups[key])}")
+                    allowed = ", ".join(groups[key])
+                    raise ConfigError(f"{key}={v} is not an option of '{key}'; expected one of: {allowed}")
         if key == "resume_from" and not ov.is_sweep_override():
             resume_dir = ov.get_value_element_as_str()
             if resume_dir not in ("null", "") and not Path(resume_dir).is_dir():

@@ -15,7 +15,10 @@ CALLS = [
     ('{"name": "get_weather", "parameters": {"city": "Paris"}}', [W]),
     ('{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}', [W]),
     ('{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}', [W]),
-    ('{"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}', [W]),
+    (
+        '{"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}',
+        [W],
+    ),
     ('{"name": "get_time"}', [ToolCall("get_time", {})]),
     ('{"name": "get_time", "arguments": ""}', [ToolCall("get_time", {})]),
     ('{"name": "get_time", "arguments": null}', [ToolCall("get_time", {})]),
@@ -36,7 +39,10 @@ CALLS = [
         '<tool_call>\n{"name": "b", "arguments": {"y": "q"}}\n</tool_call>',
         [ToolCall("a", {"x": 1}), ToolCall("b", {"y": "q"})],
     ),
-    ('I need the weather.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>', [W]),
+    (
+        'I need the weather.\n<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>',
+        [W],
+    ),
     ('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}', [W]),  # stopped on the tag
     ('<tool_call>\n```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```\n</tool_call>', [W]),
     ('<tool_call>get_weather(city="Paris")</tool_call>', [W]),
@@ -58,8 +64,12 @@ CALLS = [
     ),
     ("[f(flag=true, x=null)]", [ToolCall("f", {"flag": True, "x": None})]),
     ("get_weather(city='Paris')\nget_time(tz='CET')", [W, ToolCall("get_time", {"tz": "CET"})]),
+    ("get_weather(city='Paris')\r\nget_time()", [W, ToolCall("get_time", {})]),
     ("a(x=1); b(y=2)", [ToolCall("a", {"x": 1}), ToolCall("b", {"y": 2})]),
-    ('[\n  a(x=1),\n  b(\n    y="multi line"\n  ),\n]', [ToolCall("a", {"x": 1}), ToolCall("b", {"y": "multi line"})]),
+    (
+        '[\n  a(x=1),\n  b(\n    y="multi line"\n  ),\n]',
+        [ToolCall("a", {"x": 1}), ToolCall("b", {"y": "multi line"})],
+    ),
     ("[get_weather(city='Paris')] Let me know if you need anything else.", [W]),
     ("Here is the call:\nget_weather(city='Paris')", [W]),
     ("[get_time()]", [ToolCall("get_time", {})]),
@@ -93,7 +103,7 @@ NO_CALL = [
     '{"name": "Ann", "age": 31}',
     "[]",
     "```\nno tools are needed here\n```",
-    "<think>I could call {\"name\": \"f\", \"arguments\": {}}</think>No tool is needed.",
+    '<think>I could call {"name": "f", "arguments": {}}</think>No tool is needed.',
     '{"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {}}}',
     "[Note] I cannot help with that.",
 ]
@@ -120,7 +130,8 @@ FAILURES = [
     ("<tool_call>\n", "unclosed_tool_call"),
     ("<tool_call></tool_call>", "empty_tool_call"),
     (
-        '<tool_call>{"name": "a", "arguments": {}}</tool_call><tool_call>{"name": "b", "arguments": {"y": }}</tool_call>',
+        '<tool_call>{"name": "a", "arguments": {}}</tool_call>'
+        '<tool_call>{"name": "b", "arguments": {"y": }}</tool_call>',
         "invalid_json",
     ),
     ('[get_weather(city="Paris" country="FR")]', "bad_call_syntax"),
@@ -172,5 +183,5 @@ def test_hostile_argument_reports_non_literal() -> None:
 
 def test_string_values_are_kept_verbatim() -> None:
     # The parser must not normalise: the matcher decides what is lenient.
-    result = parse_calls('[f(s="New York, NY", t=\'It\\\'s\')]')
+    result = parse_calls("[f(s=\"New York, NY\", t='It\\'s')]")
     assert result.calls == [ToolCall("f", {"s": "New York, NY", "t": "It's"})]

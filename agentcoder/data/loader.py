@@ -32,7 +32,8 @@ def _load_bfcl(data: DictConfig, cache_dir: str | None) -> tuple[list[Example], 
 
     emb = data.embedded
     if emb is None:
-        raise DataError("data.embedded is missing for the embedded BFCL corpus (package, version, sha256, member)")
+        raise DataError("data.embedded is missing for the embedded BFCL corpus "
+                        "(package, version, sha256, member)")
     categories = list(data.categories) or list(CATEGORIES)
     unknown = [c for c in categories if c not in CATEGORIES]
     if unknown:

@@ -103,4 +103,5 @@ def render_target(example: Example, tool_format: str) -> str:
 
 def render_training_text(example: Example, tokenizer: Any, tool_format: str) -> tuple[str, str]:
     """(prompt, completion): the prompt exactly as evaluation renders it, the target plus EOS."""
-    return render_prompt(example, tokenizer, tool_format), render_target(example, tool_format) + tokenizer.eos_token
+    completion = render_target(example, tool_format) + tokenizer.eos_token
+    return render_prompt(example, tokenizer, tool_format), completion

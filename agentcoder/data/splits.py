@@ -94,7 +94,8 @@ def subsample(examples: list[Example], fraction: float, seed: int) -> list[Examp
         return list(examples)
     keep: set[str] = set()
     for group in by_category(examples).values():
-        keep.update(e.id for e in take_smallest(group, fraction_count(len(group), fraction), seed, "fraction"))
+        count = fraction_count(len(group), fraction)
+        keep.update(e.id for e in take_smallest(group, count, seed, "fraction"))
     return [e for e in examples if e.id in keep]
 
 

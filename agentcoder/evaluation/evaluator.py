@@ -6,6 +6,7 @@ so every number in a comparison comes from one code path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import time
@@ -30,8 +31,15 @@ class EvalResult:
 
 
 def select_examples(examples: Sequence[Example], limit: int | None) -> list[Example]:
-    """A deterministic cap: examples are in split order (hash order), so the first N is a fair sample."""
-    return list(examples if limit is None else examples[:limit])
+    """A deterministic cap: the LIMIT examples with the smallest id hash, a fair mix of categories.
+
+    Splits keep corpus order (category by category), so a plain head would test one category.
+    """
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    ranked = sorted(examples, key=lambda e: hashlib.sha256(f"eval:{e.id}".encode()).hexdigest())
+    keep = {e.id for e in ranked[:limit]}
+    return [e for e in examples if e.id in keep]
 
 
 def judge(example: Example, raw: str) -> dict[str, Any]:

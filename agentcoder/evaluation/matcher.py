@@ -61,7 +61,7 @@ def match_calls(gold: list[GoldCall], tools: list[dict], parsed: ParseResult) ->
     if len(pred) != len(gold):
         return Verdict(False, "wrong_count", function_match)
 
-    schemas = {t.get("name"): t for t in tools if isinstance(t, dict)}
+    schemas = {t.get("name"): t for t in map(_unwrap_tool, tools) if isinstance(t, dict)}
     table = [[match_one(g, p, schemas.get(g.name)) for p in pred] for g in gold]
     pairs = _best_pairing(table)
     results = [table[gi][pi] for gi, pi in pairs]
@@ -75,6 +75,11 @@ def match_calls(gold: list[GoldCall], tools: list[dict], parsed: ParseResult) ->
         params_correct=sum(r.params_correct for r in results),
         params_total=sum(r.params_total for r in results),
     )
+
+
+def _unwrap_tool(t: Any) -> Any:
+    # OpenAI's {"type": "function", "function": {...}} form carries the same schema one level down.
+    return t["function"] if isinstance(t, dict) and isinstance(t.get("function"), dict) else t
 
 
 def _best_pairing(table: list[list[_PairResult]]) -> list[tuple[int, int]]:

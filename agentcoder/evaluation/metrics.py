@@ -28,7 +28,9 @@ def compute_metrics(
     overall["peak_memory_bytes"] = peak_memory_bytes
     categories = sorted({str(r.get("category", "")) for r in rows})
     # The wall time covers the whole run, so per-category throughput comes from latencies.
-    per_category = {c: group_metrics([r for r in rows if str(r.get("category", "")) == c]) for c in categories}
+    per_category = {
+        c: group_metrics([r for r in rows if str(r.get("category", "")) == c]) for c in categories
+    }
     return {"overall": overall, "per_category": per_category}
 
 

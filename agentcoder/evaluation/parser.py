@@ -170,7 +170,7 @@ def _scan_close(s: str, i: int) -> int | None:
 def _json_at(s: str, i: int, *, payload_start: bool) -> tuple[list[ToolCall] | str, int] | None:
     try:
         obj, end = json.JSONDecoder().raw_decode(s, i)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return _broken_json_at(s, i, payload_start=payload_start)
     if not _is_call_shaped(obj):
         return [], end  # ordinary data in prose: skip it whole so its inner objects are not re-read
@@ -251,7 +251,7 @@ def _call_from_dict(obj: Any) -> ToolCall | str:
         else:
             try:
                 args = json.loads(args)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 return "invalid_json"
     if not isinstance(args, dict):
         return "bad_arguments"
@@ -296,7 +296,7 @@ def _bare_calls_at(s: str, i: int) -> tuple[list[ToolCall] | str, int] | None:
             return "truncated", n
         spans.append((j, end))
         k = end
-        while k < n and s[k] in " \t;,":
+        while k < n and s[k] in " \t\r;,":
             k += 1
         if k < n and _PY_CALL_START.match(s, k):
             j = k

@@ -53,7 +53,9 @@ def _hub_kwargs(m: DictConfig) -> dict[str, Any]:
 def _explain(what: str, path: str, err: BaseException) -> str:
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     text = str(err).lower()
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or "offline" in text:
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode() or "offline" in text:
         return (
             f"cannot load {what} {path!r}: it is not in the local Hugging Face cache and the hub is offline "
             f"(HF_HUB_OFFLINE is set or there is no network); download it with network access first, "
@@ -153,7 +155,8 @@ def _random_model(cfg: DictConfig, tokenizer: Any, dtype: Any, quant: Any, devic
     arch = OmegaConf.to_container(cfg.model.architecture, resolve=True) or {}
     if "model_type" not in arch:
         raise ModelLoadError(
-            f"model.init=random needs model.architecture with a model_type (model {cfg.model.name!r} has none)"
+            f"model.init=random needs model.architecture with a model_type "
+            f"(model {cfg.model.name!r} has none)"
         )
     extra: dict[str, Any] = {}
     if len(tokenizer) > arch.get("vocab_size", 0):
@@ -183,7 +186,8 @@ def _random_model(cfg: DictConfig, tokenizer: Any, dtype: Any, quant: Any, devic
         state = dense.state_dict()
         del dense
         model = model_cls.from_pretrained(
-            None, config=config, state_dict=state, quantization_config=quant, device_map={"": device}, dtype=dtype
+            None, config=config, state_dict=state, quantization_config=quant,
+            device_map={"": device}, dtype=dtype,
         )
     return model, extra
 
@@ -206,7 +210,9 @@ def _load_adapter(model: Any, adapter: str) -> Any:
     local = Path(adapter).expanduser()
     looks_local = local.is_absolute() or adapter.startswith(".") or local.exists()
     if looks_local and not (local / "adapter_config.json").is_file():
-        raise ModelLoadError(f"model.adapter={adapter!r} is not a saved peft adapter (no adapter_config.json)")
+        raise ModelLoadError(
+            f"model.adapter={adapter!r} is not a saved peft adapter (no adapter_config.json)"
+        )
     target = str(local.resolve()) if looks_local else adapter
     try:
         return PeftModel.from_pretrained(model, target, is_trainable=False)

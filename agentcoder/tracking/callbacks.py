@@ -6,7 +6,7 @@ entrypoint after Hydra returns or exits; this callback only records what it need
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ CURRENT_SWEEP: dict[str, Any] = {}
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         CURRENT_SWEEP["dir"] = Path(str(config.hydra.sweep.dir))
-        CURRENT_SWEEP["started_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        CURRENT_SWEEP["started_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def summarise_sweep(sweep_dir: Path, since: str) -> dict[str, int]:

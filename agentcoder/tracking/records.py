@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -87,7 +87,8 @@ def git_info(root: Path = REPO_ROOT) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None, "branch": git("branch", "--show-current")}
+    dirty = bool(status) if status is not None else None
+    return {"commit": commit, "dirty": dirty, "branch": git("branch", "--show-current")}
 
 
 def package_versions() -> dict[str, str | None]:

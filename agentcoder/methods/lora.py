@@ -1,0 +1,324 @@
+"""method=lora: supervised LoRA fine-tuning with TRL's SFTTrainer; QLoRA when quant=8bit|4bit.
+
+    python -m agentcoder.run method=lora data_fraction=0.1
+    python -m agentcoder.run method=lora quant=4bit method.train.epochs=1
+    python -m agentcoder.run method=lora resume_from=outputs/<day>/<time>     # continue a killed run
+
+Top to bottom:
+  1. data   - the train split rendered by `render_training_text` into TRL's prompt/completion
+              format, so the loss falls on the assistant's answer only (tools and query are context);
+  2. model  - the run's model (quantized per cfg.quant) plus a peft LoraConfig on all linear layers;
+  3. train  - SFTTrainer with BFD packing (padding-free: no compute on pad tokens), no gradient
+              checkpointing unless asked, bf16 on GPU / fp32 on CPU, checkpoints for resume;
+  4. select - every eval_steps a callback scores function-call exact match on a val sample with the
+              same `evaluate` as method=baseline and keeps the best adapter in <run_dir>/adapter;
+  5. test   - the best adapter is evaluated on cfg.eval.split exactly like method=baseline.
+
+Packed sequences and attention: with packing, TRL's collator flattens a batch into one row and
+passes `position_ids` (restarting at 0 for every example) and no attention_mask.  With the sdpa
+and eager attention of transformers 5, `masking_utils._preprocess_mask_arguments` then calls
+`find_packed_sequence_indices(position_ids)` and `create_causal_mask` ands a block-diagonal
+mask into the causal one, so examples never attend across their boundaries (flash-attention
+uses the collator's cu_seq_lens instead).  tests/test_lora.py checks it on a tiny model.
+
+Files in the run dir: adapter/ (best), best.json, checkpoints/ (last 2), train_log.jsonl,
+tensorboard/, loss_curve.png, predictions.jsonl, and the metrics returned to run.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
+
+from agentcoder.tracking.records import RunRecord, atomic_write_json, read_json
+
+ADAPTER_DIR = "adapter"
+BEST_FILE = "best.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+# --------------------------------------------------------------------------- 1. data
+
+
+def training_dataset(examples: list, tokenizer: Any, tool_format: str) -> Any:
+    """A datasets.Dataset of prompt/completion strings: TRL masks the prompt out of the loss."""
+    from datasets import Dataset
+
+    from agentcoder.data.prompts import render_training_text
+
+    rows = [dict(zip(("prompt", "completion"), render_training_text(ex, tokenizer, tool_format))) for ex in examples]
+    return Dataset.from_list(rows)
+
+
+# --------------------------------------------------------------------------- 2. model
+
+
+def lora_config(cfg: DictConfig) -> Any:
+    from peft import LoraConfig
+
+    lo = cfg.method.lora
+    targets = list(lo.target_modules) if lo.target_modules else list(cfg.model.lora_target_modules)
+    if not targets:
+        raise ValueError(
+            f"model {cfg.model.name!r} lists no lora_target_modules; set method.lora.target_modules=[...]"
+        )
+    return LoraConfig(
+        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets, bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _is_quantized(cfg: DictConfig) -> bool:
+    return bool(cfg.quant.load_in_4bit or cfg.quant.load_in_8bit)
+
+
+# --------------------------------------------------------------------------- 3. trainer
+
+
+def sft_config(cfg: DictConfig, output_dir: Path, *, on_gpu: bool) -> Any:
+    """TRL's SFTConfig from method.train; every TRL default we disagree with is set explicitly."""
+    from trl import SFTConfig
+
+    t = cfg.method.train
+    report_to = [r for r in t.report_to if r != "tensorboard"]  # tensorboard: our own writer (see run)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=float(t.epochs),
+        max_steps=int(t.max_steps),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        # Data: prompt/completion with the loss on the completion only; BFD packing into
+        # max_length rows, which TRL runs padding-free.  With packing, batch_size counts packed rows.
+        max_length=t.max_length,
+        packing=t.packing,
+        packing_strategy="bfd",
+        completion_only_loss=True,
+        # TRL turns gradient checkpointing on by default (about 20-30% slower); only when asked.
+        gradient_checkpointing=t.gradient_checkpointing,
+        # TRL defaults bf16=True even on CPU, where bf16 matmuls are slow on most x86 parts.
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        # Selection is our callback (exact match by generation), not the trainer's loss eval.
+        eval_strategy="no",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=report_to or "none",
+        # Padding-free batches hold no pad tokens (pad == eos here, so counting "non-pad" ids would
+        # drop every EOS); padded batches carry an attention_mask that "non_padding" sums exactly.
+        include_num_input_tokens_seen="all" if t.packing else "non_padding",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=False,
+    )
+
+
+class ValSelection(TrainerCallback):
+    """Every eval_steps (and at the end): val exact match; on improvement, save the adapter.
+
+    The adapter goes to a temp dir first and then takes the place of <run_dir>/adapter, so a
+    kill never leaves a half-written best adapter; best.json (score, step) is written after it.
+    """
+
+    def __init__(self, run_dir: Path, examples: list, tokenizer: Any, cfg: DictConfig):
+        self.run_dir = run_dir
+        self.examples = examples
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.eval_steps = int(cfg.method.train.eval_steps)
+        self.trainer: Any = None  # set once the trainer exists (trainer.log needs it)
+        best = read_json(run_dir / BEST_FILE) or {}  # a resumed run keeps competing with its old best
+        self.best_score: float | None = best.get("val_exact_match")
+        self.best_step: int | None = best.get("step")
+        self.last_step: int | None = None
+        self.last_score: float | None = None
+        self.eval_time_s = 0.0
+
+    def score(self, model: Any, step: int) -> float:
+        from agentcoder.evaluation.evaluator import evaluate
+
+        t0 = time.perf_counter()
+        result = evaluate(
+            model, self.tokenizer, self.examples, tool_format=self.cfg.model.tool_format,
+            max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size,
+            progress=False, desc=f"val@{step}",
+        )
+        seconds = time.perf_counter() - t0
+        self.eval_time_s += seconds
+        em = float(result.metrics["overall"]["exact_match"])
+        self.last_step, self.last_score = step, em
+        improved = self.best_score is None or em > self.best_score
+        if improved:
+            save_adapter(model, self.tokenizer, self.run_dir / ADAPTER_DIR)
+            self.best_score, self.best_step = em, step
+            atomic_write_json(self.run_dir / BEST_FILE, {"val_exact_match": em, "step": step, "n_val": len(self.examples)})
+        self.trainer.log({"val_exact_match": em, "val_best_exact_match": self.best_score, "val_eval_s": round(seconds, 2)})
+        print(f"[lora] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
+        return em
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if self.examples and state.global_step % self.eval_steps == 0:
+            self.score(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if self.examples and self.last_step != state.global_step:
+            self.score(model, state.global_step)
+
+
+def save_adapter(model: Any, tokenizer: Any, target: Path) -> None:
+    """peft save_pretrained + tokenizer into TARGET, replacing it only once the new one is complete."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> dict[str, Any]:
+    """Train, select on val, test; EXTRA_CALLBACKS (TrainerCallbacks) are for tests and tools."""
+    from peft import load_peft_weights, prepare_model_for_kbit_training, set_peft_model_state_dict
+    from trl import SFTTrainer
+
+    from agentcoder.data import load_splits
+    from agentcoder.evaluation.evaluator import (
+        PREDICTIONS_FILE, evaluate, peak_memory_bytes, select_examples, write_predictions,
+    )
+    from agentcoder.evaluation.metrics import format_table
+    from agentcoder.models import load_model
+    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, TRAIN_LOG_FILE, plot_loss_curve, train_log_callback
+
+    run_dir = record.dir
+    t = cfg.method.train
+    _recover_adapter(run_dir / ADAPTER_DIR)
+
+    # 1. data
+    splits = load_splits(cfg)
+    record.update(data=splits.info)
+    if not splits.train:
+        raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
+
+    # 2. model
+    loaded = load_model(cfg)
+    record.update(model=loaded.info)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    on_gpu = str(loaded.info["device"]).startswith("cuda")
+    if _is_quantized(cfg):
+        # Casts norms/embeddings to fp32 and freezes the base; checkpointing only when asked.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(t.gradient_checkpointing))
+    train_ds = training_dataset(splits.train, tokenizer, cfg.model.tool_format)
+    val_examples = select_examples(splits.val, t.val_limit)
+
+    # 3. trainer
+    output_dir = run_dir / CHECKPOINT_DIR
+    args = sft_config(cfg, output_dir, on_gpu=on_gpu)
+    selection = ValSelection(run_dir, val_examples, tokenizer, cfg)
+    callbacks: list[Any] = [train_log_callback(run_dir / TRAIN_LOG_FILE), selection, *extra_callbacks]
+    if "tensorboard" in t.report_to:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+        peft_config=lora_config(cfg), callbacks=callbacks,
+    )
+    selection.trainer = trainer
+    # TRL pads on the right for training; evaluation needs the loader's left padding back.
+    tokenizer.padding_side = "left"
+
+    checkpoint = _last_checkpoint(output_dir)
+    if checkpoint:
+        print(f"[lora] resuming from {checkpoint}")
+        record.update(train={"resumed_from": checkpoint})
+    n_trainable, n_total = trainer.model.get_nb_trainable_parameters()
+    record.update(train={"trainable_params": n_trainable, "total_params": n_total, "n_train": len(train_ds)})
+
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    train_time = time.perf_counter() - t0
+    state = trainer.state
+    tokens = state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
+    pure_train = max(train_time - selection.eval_time_s, 1e-9)
+    peak = peak_memory_bytes(loaded.info["device"])
+    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
+
+    # 4. best adapter (or the final one when there is no val split to select on)
+    peft_model = trainer.model
+    adapter_dir = run_dir / ADAPTER_DIR
+    if adapter_dir.is_dir() and selection.best_step is not None:
+        set_peft_model_state_dict(peft_model, load_peft_weights(str(adapter_dir), device=str(loaded.info["device"])))
+    else:
+        save_adapter(peft_model, tokenizer, adapter_dir)
+
+    # 5. test, as method=baseline does
+    examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
+    evaluation = evaluate(
+        peft_model, tokenizer, examples, tool_format=cfg.model.tool_format,
+        max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, desc=f"eval {cfg.eval.split}",
+    )
+    write_predictions(run_dir / PREDICTIONS_FILE, evaluation.rows)
+    training = {
+        "train_time_s": round(train_time, 3),
+        "val_eval_time_s": round(selection.eval_time_s, 3),
+        "train_tokens": int(tokens),
+        "train_tokens_per_s": round(tokens / pure_train, 2),
+        "steps": int(state.global_step),
+        "epochs": round(float(state.epoch or 0.0), 4),
+        "final_train_loss": round(float(losses[-1] if losses else result.training_loss), 6),
+        "best_val_exact_match": selection.best_score,
+        "best_step": selection.best_step,
+        "final_val_exact_match": selection.last_score,
+        "n_val": len(val_examples),
+        "peak_memory_bytes": int(peak),
+        "resumed": checkpoint is not None,
+    }
+    record.update(train=training)
+    metrics = {
+        **evaluation.metrics,
+        "split": cfg.eval.split,
+        "model": f"{loaded.info.get('label')}+lora",
+        "adapter": str(adapter_dir),
+        "training": training,
+        "lora": OmegaConf.to_container(cfg.method.lora, resolve=True),
+    }
+    print(format_table(metrics))
+    print("[lora] " + json.dumps(training))
+    return metrics
+
+
+def _recover_adapter(target: Path) -> None:
+    """A kill between the two renames of save_adapter leaves only .adapter.old: put it back."""
+    old = target.with_name(f".{target.name}.old")
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)

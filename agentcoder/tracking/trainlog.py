@@ -1,0 +1,107 @@
+"""Training logs of a run: `train_log.jsonl` (one line per trainer log event) and `loss_curve.png`.
+
+Importable without torch or transformers: the TrainerCallback class is built on first use, so
+readers (plots, comparisons) can use `read_train_log` / `plot_loss_curve` cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+TRAIN_LOG_FILE = "train_log.jsonl"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+class TrainLog:
+    """Append-only JSONL: each line is flushed at once, so a killed run keeps every line it wrote."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps({"time": round(time.time(), 3), **entry}, default=str)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+
+
+def read_train_log(path: Path) -> list[dict[str, Any]]:
+    """All complete lines of a train log (a torn last line from a kill is skipped)."""
+    entries = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+def _series(entries: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    # A resumed run re-logs the steps after its checkpoint: the later line for a step wins.
+    by_step = {int(e["step"]): float(e[key]) for e in entries if key in e and "step" in e}
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def plot_loss_curve(log_path: Path, png_path: Path) -> Path | None:
+    """Training loss (and val exact match, right axis) per step; None when nothing was logged."""
+    entries = read_train_log(log_path)
+    steps, loss = _series(entries, "loss")
+    vsteps, vem = _series(entries, "val_exact_match")
+    if not steps and not vsteps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if steps:
+        ax.plot(steps, loss, color="tab:blue", marker="." if len(steps) < 50 else None, label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
+    ax.grid(alpha=0.3)
+    if vsteps:
+        ax2 = ax.twinx()
+        ax2.plot(vsteps, vem, color="tab:orange", marker="o", label="val exact match")
+        ax2.set_ylabel("val exact match")
+        ax2.set_ylim(-0.02, 1.02)
+        ax2.legend(loc="upper right")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    png_path = Path(png_path)
+    tmp = png_path.with_name(f".{png_path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, png_path)  # readers never see a half-written image
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return png_path
+
+
+def train_log_callback(path: Path) -> Any:
+    """A transformers TrainerCallback that appends every trainer log event (loss, lr, ...) to PATH."""
+    from transformers import TrainerCallback
+
+    log = TrainLog(path)
+
+    class TrainLogCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            if state.is_world_process_zero:
+                log.append({"event": "train_begin", "step": state.global_step, "max_steps": state.max_steps})
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if state.is_world_process_zero and logs:
+                log.append({"step": state.global_step, **logs})
+
+    return TrainLogCallback()

@@ -1,0 +1,30 @@
+"""Session fixtures shared by all test modules (tiny real tokenizer and model; see helpers.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# `from tests.helpers import compose_cfg` must work under a bare `pytest` too, not only `python -m pytest`.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.helpers import build_tiny_tokenizer, compose_cfg, save_tiny_model  # noqa: E402
+
+__all__ = ["compose_cfg", "tiny_model_dir", "tiny_tokenizer"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> Any:
+    """A trained byte-level BPE with ChatML specials; pad = eos = <|im_end|>; padding left."""
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny LlamaForCausalLM + tokenizer; load with model.source=hub model.hub_id=<dir>."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_model"), tiny_tokenizer)

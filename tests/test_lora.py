@@ -1,0 +1,175 @@
+"""method=lora on a tiny Llama and a tiny fake BFCL wheel: loss, labels, packing masks, QLoRA, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentcoder.assets import sha256_file
+from tests.helpers import compose_cfg
+from tests.test_data_loading import build_wheel
+
+SIZES = {"simple_python": 24, "live_parallel": 16, "irrelevance": 10}
+
+
+@pytest.fixture(scope="module")
+def bfcl_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, sha256_file(build_wheel(cache, SIZES))
+
+
+def lora_cfg(model_dir: Path, bfcl_cache: tuple[Path, str], *overrides: str) -> Any:
+    cache, sha = bfcl_cache
+    return compose_cfg(
+        "method=lora", "model.source=hub", f"model.hub_id={model_dir}",
+        f"data.categories=[{','.join(SIZES)}]", f"data.embedded.sha256={sha}",
+        "eval.limit=4", "eval.max_new_tokens=8", "eval.batch_size=4",
+        "method.train.val_limit=4", "method.train.max_length=512", "method.train.batch_size=2",
+        "method.train.report_to=[]", "method.train.warmup_steps=0",
+        *overrides, cache_dir=cache,
+    )
+
+
+def run_lora(cfg: Any, run_dir: Path, **kwargs: Any) -> tuple[dict, dict]:
+    from agentcoder.methods import lora
+    from agentcoder.tracking.records import RunRecord
+
+    record = RunRecord.start(run_dir, cfg, {})
+    metrics = lora.run(cfg, record, **kwargs)
+    return metrics, record.data
+
+
+def test_training_reduces_loss_and_writes_run_files(tiny_model_dir, bfcl_cache, tmp_path):
+    cfg = lora_cfg(
+        tiny_model_dir, bfcl_cache, "method.train.max_steps=12", "method.train.lr=5e-3",
+        "method.train.logging_steps=1", "method.train.eval_steps=6", "method.train.save_steps=6",
+        "method.train.scheduler=constant", "method.train.report_to=[tensorboard]",
+    )
+    metrics, data = run_lora(cfg, tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert len(losses) >= 10
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    assert [e["step"] for e in log if "val_exact_match" in e] == [6, 12]
+    assert all("learning_rate" in e for e in log if "loss" in e)
+
+    t = metrics["training"]
+    assert t["steps"] == 12 and t["resumed"] is False
+    assert t["train_tokens_per_s"] > 0 and t["peak_memory_bytes"] > 0
+    assert t["best_step"] in (6, 12) and 0.0 <= t["best_val_exact_match"] <= 1.0
+    assert json.loads((tmp_path / "best.json").read_text())["step"] == t["best_step"]
+    assert metrics["overall"]["n"] == 4 if "n" in metrics["overall"] else True
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-12", "checkpoint-6"]
+    assert data["train"]["trainable_params"] > 0
+
+    # The saved adapter is what method=baseline model.adapter=<dir> loads.
+    from agentcoder.models import load_model
+
+    base_cfg = compose_cfg(
+        "method=baseline", "model.source=hub", f"model.hub_id={tiny_model_dir}",
+        f"model.adapter={tmp_path / 'adapter'}", cache_dir=bfcl_cache[0],
+    )
+    loaded = load_model(base_cfg)
+    assert loaded.info["label"].endswith("+adapter")
+    assert any("lora_A" in n for n, _ in loaded.model.named_parameters())
+
+
+def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_path):
+    from trl import SFTTrainer
+
+    from agentcoder.data import load_splits
+    from agentcoder.data.prompts import render_training_text
+    from agentcoder.methods.lora import lora_config, sft_config, training_dataset
+    from agentcoder.models import load_model
+
+    cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2")
+    loaded = load_model(cfg)
+    tok = loaded.tokenizer
+    examples = load_splits(cfg).train[:6]
+    trainer = SFTTrainer(
+        model=loaded.model, args=sft_config(cfg, tmp_path, on_gpu=False),
+        train_dataset=training_dataset(examples, tok, "json"), processing_class=tok, peft_config=lora_config(cfg),
+    )
+    ds = trainer.train_dataset
+    batch = trainer.data_collator([ds[i] for i in range(len(ds))])
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # packed, padding-free
+    labels, ids, pos = batch["labels"][0], batch["input_ids"][0], batch["position_ids"][0]
+    assert int((pos == 0).sum()) == len(examples)  # every example present, none split
+    # Runs of labelled positions: each is exactly one example's completion (answer + EOS).
+    runs, current = [], []
+    for i in range(len(labels)):
+        if labels[i] != -100:
+            assert labels[i] == ids[i]
+            current.append(int(ids[i]))
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    completions = sorted(render_training_text(ex, tok, "json")[1] for ex in examples)
+    assert sorted(tok.decode(r) for r in runs) == completions
+
+
+def test_packed_sequences_do_not_attend_across_boundaries():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=100, attn_implementation="sdpa",
+    )
+    model = LlamaForCausalLM(config).eval()
+    a, b = torch.randint(0, 100, (1, 7)), torch.randint(0, 100, (1, 5))
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=a).logits, model(input_ids=b).logits], dim=1)
+        packed_ids = torch.cat([a, b], dim=1)
+        position_ids = torch.cat([torch.arange(7), torch.arange(5)])[None]
+        packed = model(input_ids=packed_ids, position_ids=position_ids).logits
+        leaky = model(input_ids=packed_ids).logits  # one long sequence: b sees a
+    assert torch.allclose(packed, alone, atol=1e-5)
+    assert not torch.allclose(leaky[:, 7:], alone[:, 7:], atol=1e-3)
+
+
+def test_qlora_4bit_runs_on_cpu(tiny_model_dir, bfcl_cache, tmp_path):
+    cfg = lora_cfg(
+        tiny_model_dir, bfcl_cache, "quant=4bit", "quant.bnb_4bit_compute_dtype=float32",
+        "method.train.max_steps=2", "method.train.eval_steps=2", "method.train.logging_steps=1",
+        "eval.limit=2", "method.train.val_limit=2",
+    )
+    metrics, data = run_lora(cfg, tmp_path)
+    assert metrics["training"]["steps"] == 2
+    assert data["model"]["quant"] == "4bit"
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir, bfcl_cache, tmp_path):
+    from transformers import TrainerCallback
+
+    class KillAfterFirstCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            raise Killed(f"killed after checkpoint-{state.global_step}")
+
+    steps = ("method.train.max_steps=4", "method.train.save_steps=2", "method.train.eval_steps=2")
+    cfg = lora_cfg(tiny_model_dir, bfcl_cache, *steps)
+    with pytest.raises(Killed):
+        run_lora(cfg, tmp_path / "run", extra_callbacks=(KillAfterFirstCheckpoint(),))
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+
+    resumed, data = run_lora(cfg, tmp_path / "run")
+    assert data["train"]["resumed_from"].endswith("checkpoint-2")
+    assert resumed["training"]["resumed"] is True
+
+    fresh, _ = run_lora(cfg, tmp_path / "fresh")
+    assert resumed["training"]["steps"] == fresh["training"]["steps"] == 4
+    assert fresh["training"]["resumed"] is False
