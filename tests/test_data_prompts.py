@@ -71,7 +71,7 @@ def example(answer: list[GoldCall], system: str | None = None) -> Example:
     return Example("t_0", "test", "simple", messages, [TOOL], answer)
 
 
-PARIS = [GoldCall("get_weather", {"city": ["Paris", "Paris, France"], "unit": ["", "celsius"]})]
+PARIS = [GoldCall("get_weather", {"city": ["Paris", "Paris, France"], "unit": ["celsius", ""]})]
 
 
 def test_template_detection():
@@ -112,8 +112,9 @@ def test_fallback_prepends_to_an_existing_system_message():
     assert "answer in plain text without calling any.\n\nBe brief.<|im_end|>\n<|im_start|>user\n" in prompt
 
 
-def test_targets_pick_the_first_non_empty_acceptable_value():
-    ex = example(PARIS + [GoldCall("get_weather", {"city": ["Rome"], "unit": [""]})])
+def test_targets_pick_the_first_acceptable_value_and_omit_leading_empty():
+    rome = GoldCall("get_weather", {"city": ["Rome"], "unit": [""], "days": ["", 3]})
+    ex = example(PARIS + [rome])
     assert render_target(ex, "qwen") == (
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}'
         '\n</tool_call>\n'

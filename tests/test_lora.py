@@ -27,7 +27,7 @@ def lora_cfg(model_dir: Path, bfcl_cache: tuple[Path, str], *overrides: str) -> 
         "method=lora", "model.source=hub", f"model.hub_id={model_dir}",
         f"data.categories=[{','.join(SIZES)}]", f"data.embedded.sha256={sha}",
         "eval.limit=4", "eval.max_new_tokens=8", "eval.batch_size=4",
-        "method.train.val_limit=4", "method.train.max_length=512", "method.train.batch_size=2",
+        "method.train.val_limit=4", "method.train.max_length=600", "method.train.batch_size=1",
         "method.train.report_to=[]", "method.train.warmup_steps=0",
         *overrides, cache_dir=cache,
     )
@@ -44,28 +44,28 @@ def run_lora(cfg: Any, run_dir: Path, **kwargs: Any) -> tuple[dict, dict]:
 
 def test_training_reduces_loss_and_writes_run_files(tiny_model_dir, bfcl_cache, tmp_path):
     cfg = lora_cfg(
-        tiny_model_dir, bfcl_cache, "method.train.max_steps=12", "method.train.lr=5e-3",
-        "method.train.logging_steps=1", "method.train.eval_steps=6", "method.train.save_steps=6",
+        tiny_model_dir, bfcl_cache, "method.train.max_steps=10", "method.train.lr=1e-2",
+        "method.train.logging_steps=1", "method.train.eval_steps=5", "method.train.save_steps=5",
         "method.train.scheduler=constant", "method.train.report_to=[tensorboard]",
     )
     metrics, data = run_lora(cfg, tmp_path)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in log if "loss" in e]
-    assert len(losses) >= 10
-    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
-    assert [e["step"] for e in log if "val_exact_match" in e] == [6, 12]
+    assert len(losses) >= 8
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.4, losses
+    assert [e["step"] for e in log if "val_exact_match" in e] == [5, 10]
     assert all("learning_rate" in e for e in log if "loss" in e)
 
     t = metrics["training"]
-    assert t["steps"] == 12 and t["resumed"] is False
+    assert t["steps"] == 10 and t["resumed"] is False
     assert t["train_tokens_per_s"] > 0 and t["peak_memory_bytes"] > 0
-    assert t["best_step"] in (6, 12) and 0.0 <= t["best_val_exact_match"] <= 1.0
+    assert t["best_step"] in (5, 10) and 0.0 <= t["best_val_exact_match"] <= 1.0
     assert json.loads((tmp_path / "best.json").read_text())["step"] == t["best_step"]
-    assert metrics["overall"]["n"] == 4 if "n" in metrics["overall"] else True
     assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 4
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
     assert any((tmp_path / "tensorboard").iterdir())
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-12", "checkpoint-6"]
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-10", "checkpoint-5"]
     assert data["train"]["trainable_params"] > 0
 
     # The saved adapter is what method=baseline model.adapter=<dir> loads.
@@ -88,13 +88,14 @@ def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_pat
     from agentcoder.methods.lora import lora_config, sft_config, training_dataset
     from agentcoder.models import load_model
 
-    cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2")
+    cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2", "method.train.max_length=1100")
     loaded = load_model(cfg)
     tok = loaded.tokenizer
     examples = load_splits(cfg).train[:6]
     trainer = SFTTrainer(
         model=loaded.model, args=sft_config(cfg, tmp_path, on_gpu=False),
-        train_dataset=training_dataset(examples, tok, "json"), processing_class=tok, peft_config=lora_config(cfg),
+        train_dataset=training_dataset(examples, tok, "json"), processing_class=tok,
+        peft_config=lora_config(cfg),
     )
     ds = trainer.train_dataset
     batch = trainer.data_collator([ds[i] for i in range(len(ds))])
@@ -131,8 +132,10 @@ def test_packed_sequences_do_not_attend_across_boundaries():
         alone = torch.cat([model(input_ids=a).logits, model(input_ids=b).logits], dim=1)
         packed_ids = torch.cat([a, b], dim=1)
         position_ids = torch.cat([torch.arange(7), torch.arange(5)])[None]
-        packed = model(input_ids=packed_ids, position_ids=position_ids).logits
-        leaky = model(input_ids=packed_ids).logits  # one long sequence: b sees a
+        # As SFTTrainer.compute_loss calls it: use_cache=False.  With a cache object, transformers
+        # skips the packed-sequence detection and the rows DO attend across the boundary.
+        packed = model(input_ids=packed_ids, position_ids=position_ids, use_cache=False).logits
+        leaky = model(input_ids=packed_ids, position_ids=position_ids, use_cache=True).logits
     assert torch.allclose(packed, alone, atol=1e-5)
     assert not torch.allclose(leaky[:, 7:], alone[:, 7:], atol=1e-3)
 

@@ -80,13 +80,10 @@ def render_prompt(example: Example, tokenizer: Any, tool_format: str) -> str:
 
 
 def target_arguments(call: GoldCall) -> dict[str, Any]:
-    """One concrete value per argument: the first acceptable value that is not "" (omission)."""
-    out = {}
-    for name, values in call.arguments.items():
-        chosen = [v for v in values if v != ""]
-        if chosen:
-            out[name] = chosen[0]
-    return out
+    """One concrete value per argument: the first acceptable one; an argument whose first acceptable
+    value is "" (may be omitted) is left out, so xLAM targets keep the dataset's own answer rather
+    than spelling out defaults it never wrote."""
+    return {name: values[0] for name, values in call.arguments.items() if values and values[0] != ""}
 
 
 def render_target(example: Example, tool_format: str) -> str:

@@ -19,7 +19,10 @@ passes `position_ids` (restarting at 0 for every example) and no attention_mask.
 and eager attention of transformers 5, `masking_utils._preprocess_mask_arguments` then calls
 `find_packed_sequence_indices(position_ids)` and `create_causal_mask` ands a block-diagonal
 mask into the causal one, so examples never attend across their boundaries (flash-attention
-uses the collator's cu_seq_lens instead).  tests/test_lora.py checks it on a tiny model.
+uses the collator's cu_seq_lens instead).  Only without a KV cache: given use_cache=True the
+model builds a DynamicCache and the detection is skipped, so packed rows WOULD attend across
+examples; SFTTrainer.compute_loss passes use_cache=False (and Trainer sets config.use_cache to
+args.use_cache=False).  tests/test_lora.py checks both cases on a tiny model.
 
 Files in the run dir: adapter/ (best), best.json, checkpoints/ (last 2), train_log.jsonl,
 tensorboard/, loss_curve.png, predictions.jsonl, and the metrics returned to run.py.
@@ -48,13 +51,21 @@ CHECKPOINT_DIR = "checkpoints"
 # --------------------------------------------------------------------------- 1. data
 
 
-def training_dataset(examples: list, tokenizer: Any, tool_format: str) -> Any:
-    """A datasets.Dataset of prompt/completion strings: TRL masks the prompt out of the loss."""
+def training_dataset(examples: list, tokenizer: Any, tool_format: str, max_length: int | None = None) -> Any:
+    """A datasets.Dataset of prompt/completion strings: TRL masks the prompt out of the loss.
+
+    Examples longer than MAX_LENGTH tokens are left out: truncation keeps the start, so they
+    would lose (part of) their answer and teach the model to stop mid-call or not at all.
+    """
     from datasets import Dataset
 
     from agentcoder.data.prompts import render_training_text
 
-    rows = [dict(zip(("prompt", "completion"), render_training_text(ex, tokenizer, tool_format))) for ex in examples]
+    rows = []
+    for ex in examples:
+        prompt, completion = render_training_text(ex, tokenizer, tool_format)
+        if max_length is None or len(tokenizer(prompt + completion)["input_ids"]) <= max_length:
+            rows.append({"prompt": prompt, "completion": completion})
     return Dataset.from_list(rows)
 
 
@@ -165,8 +176,9 @@ class ValSelection(TrainerCallback):
         if improved:
             save_adapter(model, self.tokenizer, self.run_dir / ADAPTER_DIR)
             self.best_score, self.best_step = em, step
-            atomic_write_json(self.run_dir / BEST_FILE, {"val_exact_match": em, "step": step, "n_val": len(self.examples)})
-        self.trainer.log({"val_exact_match": em, "val_best_exact_match": self.best_score, "val_eval_s": round(seconds, 2)})
+            best = {"val_exact_match": em, "step": step, "n_val": len(self.examples)}
+            atomic_write_json(self.run_dir / BEST_FILE, best)
+        self.trainer.log({"val_exact_match": em, "val_best_exact_match": self.best_score, "val_s": seconds})
         print(f"[lora] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
         return em
 
@@ -209,11 +221,20 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
 
     from agentcoder.data import load_splits
     from agentcoder.evaluation.evaluator import (
-        PREDICTIONS_FILE, evaluate, peak_memory_bytes, select_examples, write_predictions,
+        PREDICTIONS_FILE,
+        evaluate,
+        peak_memory_bytes,
+        select_examples,
+        write_predictions,
     )
     from agentcoder.evaluation.metrics import format_table
     from agentcoder.models import load_model
-    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, TRAIN_LOG_FILE, plot_loss_curve, train_log_callback
+    from agentcoder.tracking.trainlog import (
+        LOSS_CURVE_FILE,
+        TRAIN_LOG_FILE,
+        plot_loss_curve,
+        train_log_callback,
+    )
 
     run_dir = record.dir
     t = cfg.method.train
@@ -232,8 +253,12 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
     on_gpu = str(loaded.info["device"]).startswith("cuda")
     if _is_quantized(cfg):
         # Casts norms/embeddings to fp32 and freezes the base; checkpointing only when asked.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(t.gradient_checkpointing))
-    train_ds = training_dataset(splits.train, tokenizer, cfg.model.tool_format)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(t.gradient_checkpointing)
+        )
+    train_ds = training_dataset(splits.train, tokenizer, cfg.model.tool_format, t.max_length)
+    if len(train_ds) == 0:
+        raise ValueError(f"every train example is longer than method.train.max_length={t.max_length}")
     val_examples = select_examples(splits.val, t.val_limit)
 
     # 3. trainer
@@ -259,7 +284,10 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
         print(f"[lora] resuming from {checkpoint}")
         record.update(train={"resumed_from": checkpoint})
     n_trainable, n_total = trainer.model.get_nb_trainable_parameters()
-    record.update(train={"trainable_params": n_trainable, "total_params": n_total, "n_train": len(train_ds)})
+    record.update(train={
+        "trainable_params": n_trainable, "total_params": n_total, "n_train": len(train_ds),
+        "n_train_too_long": len(splits.train) - len(train_ds),
+    })
 
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -277,7 +305,8 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
     peft_model = trainer.model
     adapter_dir = run_dir / ADAPTER_DIR
     if adapter_dir.is_dir() and selection.best_step is not None:
-        set_peft_model_state_dict(peft_model, load_peft_weights(str(adapter_dir), device=str(loaded.info["device"])))
+        best = load_peft_weights(str(adapter_dir), device=str(loaded.info["device"]))
+        set_peft_model_state_dict(peft_model, best)
     else:
         save_adapter(peft_model, tokenizer, adapter_dir)
 

@@ -131,7 +131,27 @@ def _base_dtype(device: str) -> Any:
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def _quantization_config(q: DictConfig) -> Any:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compute_dtype(q: DictConfig, device: str) -> str:
+    """The 4-bit compute dtype actually used: the config's, except bf16 on a CPU without bf16 units.
+
+    Measured here (2-core AVX2 CPU): 16 greedy tokens of SmolLM2 in NF4 took ~60 s with bf16
+    compute and 2.6 s with fp32; the weights stay NF4 either way, so only speed differs.
+    """
+    if q.bnb_4bit_compute_dtype == "bfloat16" and not device.startswith("cuda") and not cpu_has_bf16():
+        return "float32"
+    return q.bnb_4bit_compute_dtype
+
+
+def _quantization_config(q: DictConfig, device: str = "cpu") -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -140,7 +160,7 @@ def _quantization_config(q: DictConfig) -> Any:
             load_in_4bit=True,
             bnb_4bit_quant_type=q.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, q.bnb_4bit_compute_dtype),
+            bnb_4bit_compute_dtype=getattr(torch, compute_dtype(q, device)),
         )
     if q.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=q.llm_int8_threshold)
@@ -232,7 +252,7 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
     m = cfg.model
     device = device or _default_device()
     dtype = _base_dtype(device)
-    quant = _quantization_config(cfg.quant)
+    quant = _quantization_config(cfg.quant, device)
     if cfg.quant.load_in_8bit:
         # LLM.int8 casts activations to fp16 by design; bitsandbytes warns on every matmul.
         warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast", category=UserWarning)
@@ -264,6 +284,7 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
         "device": device,
         "dtype": str(getattr(model, "dtype", dtype)).removeprefix("torch."),
         "quant": cfg.quant.name,
+        "compute_dtype": compute_dtype(cfg.quant, device) if cfg.quant.load_in_4bit else None,
         "init": m.init,
         "label": label,
         "source": m.source,
