@@ -94,6 +94,7 @@ def test_run_record_has_provenance_and_no_secret(tmp_path):
     assert record["hardware"]["cpu_count"] >= 1 and record["hardware"]["ram_bytes"] > 0
     assert record["choices"]["method"] == "debug"
     assert "method.value=3" in record["overrides"]
+    assert record["command"][:3] == ["python", "-m", "agentcoder.run"] and "seed=7" in record["command"]
     assert record["ended_at"] and record["duration_s"] >= 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["overall"]["value"] == 3

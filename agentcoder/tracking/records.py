@@ -130,6 +130,13 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def _command_line() -> list[str]:
+    # Under `python -m agentcoder.run` argv[0] is the module's file path; show what the user typed.
+    prog = sys.argv[0]
+    head = ["python", "-m", "agentcoder.run"] if prog.endswith(("agentcoder/run.py", "agentcoder.run")) else [prog]
+    return [*head, *sys.argv[1:]]
+
+
 # --------------------------------------------------------------------------- the record
 
 
@@ -161,7 +168,7 @@ class RunRecord:
             "data_fraction": cfg.data_fraction,
             "choices": hydra.get("choices", {}),
             "overrides": hydra.get("overrides", []),
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "command": _command_line(),
             "cwd": os.getcwd(),
             "run_dir": str(run_dir),
             "git": git_info(),
