@@ -310,10 +310,12 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
     else:
         save_adapter(peft_model, tokenizer, adapter_dir)
 
-    # 5. test, as method=baseline does
+    # 5. test, as method=baseline does.  On a full-precision base the adapter is merged first:
+    # the same function, without the extra LoRA matmuls in every layer (~2x faster on CPU).
+    test_model = peft_model if _is_quantized(cfg) else peft_model.merge_and_unload()
     examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
     evaluation = evaluate(
-        peft_model, tokenizer, examples, tool_format=cfg.model.tool_format,
+        test_model, tokenizer, examples, tool_format=cfg.model.tool_format,
         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, desc=f"eval {cfg.eval.split}",
     )
     write_predictions(run_dir / PREDICTIONS_FILE, evaluation.rows)
