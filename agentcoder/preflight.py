@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
 from agentcoder.config import ConfigError, validate
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # Hydra flags that take a value (the value is not an override).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -112,7 +114,10 @@ def check_overrides(conf_dir: Path, overrides: list[str]) -> list[str]:
 
     configs = [base] + [base[:i] + [alt] + base[i + 1 :] for i, alt in variants]
     for ovs in configs:
-        cfg = _compose(conf_dir, ovs)
-        OmegaConf.set_struct(cfg, False)
-        validate(cfg)
+        compose_config(ovs, conf_dir)
     return [] if has_run_dir else extra
+
+
+def compose_config(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
+    """The validated run config for OVERRIDES, as `python -m agentcoder.run` builds it (scripts, tests)."""
+    return validate(_compose(conf_dir, list(overrides)))

@@ -17,11 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.config import ConfigError, config_hash, validate
-from agentcoder.preflight import check_overrides, split_argv
+from agentcoder.preflight import CONF_DIR, check_overrides, split_argv
 from agentcoder.tracking.callbacks import CURRENT_SWEEP, summarise_sweep
 from agentcoder.tracking.records import RunRecord, mark_skipped
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def seed_everything(seed: int) -> None:

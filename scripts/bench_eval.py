@@ -14,19 +14,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from agentcoder.config import validate
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return validate(hydra_compose("config", overrides=overrides))
 
 
 def per_example_loop(model, tokenizer, prompts: list[str], max_new_tokens: int) -> tuple[list[str], float]:
@@ -68,8 +55,9 @@ def main() -> None:
     from agentcoder.data.prompts import render_prompt
     from agentcoder.evaluation.evaluator import evaluate, judge
     from agentcoder.models import load_model
+    from agentcoder.preflight import compose_config
 
-    cfg = compose([f"model={args.model}", f"quant={args.quant}", f"model.init={args.init}", *args.overrides])
+    cfg = compose_config([f"model={args.model}", f"quant={args.quant}", f"model.init={args.init}", *args.overrides])
     torch.manual_seed(0)
     examples = getattr(load_splits(cfg), args.split)[: args.examples]
     loaded = load_model(cfg)

@@ -27,16 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def compose(overrides: list[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from agentcoder.config import validate
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return validate(hydra_compose(config_name="config", overrides=overrides))
-
-
 class PeakRSS:
     """Samples this process's resident memory in a thread: ru_maxrss cannot be reset between runs."""
 
@@ -132,7 +122,9 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    cfg = compose([
+    from agentcoder.preflight import compose_config
+
+    cfg = compose_config([
         "method=lora", f"model={args.model}", f"model.init={args.init}", f"quant={args.quant}",
         f"method.train.batch_size={args.batch_size}", f"method.train.max_length={args.max_length}",
         "method.train.report_to=[]", *args.overrides,

@@ -36,19 +36,10 @@ _CORPUS = [
 
 def compose_cfg(*overrides: str, cache_dir: str | Path | None = None) -> DictConfig:
     """Compose conf/config.yaml with OVERRIDES and validate it, like the launcher does."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from agentcoder.config import validate
+    from agentcoder.preflight import compose_config
 
     extra = [f"cache_dir={cache_dir}"] if cache_dir is not None else []
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name="config", overrides=[*overrides, *extra])
-    finally:
-        GlobalHydra.instance().clear()
-    return validate(cfg)
+    return compose_config([*overrides, *extra])
 
 
 def build_tiny_tokenizer() -> Any:
