@@ -110,3 +110,15 @@ def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     from agentcoder.tracking.records import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
+def evaluate_run(cfg: Any, model: Any, tokenizer: Any, splits: Any, run_dir: Path) -> EvalResult:
+    """The final evaluation every method ends with: cfg.eval.split capped at cfg.eval.limit,
+    with the run's generation settings, predictions written to RUN_DIR/predictions.jsonl."""
+    examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
+    result = evaluate(
+        model, tokenizer, examples, tool_format=cfg.model.tool_format, max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size, desc=f"eval {cfg.eval.split}",
+    )
+    write_predictions(Path(run_dir) / PREDICTIONS_FILE, result.rows)
+    return result

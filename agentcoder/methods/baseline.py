@@ -15,7 +15,7 @@ from agentcoder.tracking.records import RunRecord
 
 def run(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
     from agentcoder.data import load_splits
-    from agentcoder.evaluation.evaluator import PREDICTIONS_FILE, evaluate, select_examples, write_predictions
+    from agentcoder.evaluation.evaluator import evaluate_run
     from agentcoder.evaluation.metrics import format_table
     from agentcoder.models import load_model
 
@@ -24,17 +24,7 @@ def run(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
     loaded = load_model(cfg)
     record.update(model=loaded.info)
 
-    examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
-    result = evaluate(
-        loaded.model,
-        loaded.tokenizer,
-        examples,
-        tool_format=cfg.model.tool_format,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        batch_size=cfg.eval.batch_size,
-        desc=f"eval {cfg.eval.split}",
-    )
-    write_predictions(record.dir / PREDICTIONS_FILE, result.rows)
+    result = evaluate_run(cfg, loaded.model, loaded.tokenizer, splits, record.dir)
     metrics = {**result.metrics, "split": cfg.eval.split, "model": loaded.info.get("label")}
     print(format_table(metrics))
     return metrics

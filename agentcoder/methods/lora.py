@@ -220,13 +220,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
     from trl import SFTTrainer
 
     from agentcoder.data import load_splits
-    from agentcoder.evaluation.evaluator import (
-        PREDICTIONS_FILE,
-        evaluate,
-        peak_memory_bytes,
-        select_examples,
-        write_predictions,
-    )
+    from agentcoder.evaluation.evaluator import evaluate_run, peak_memory_bytes, select_examples
     from agentcoder.evaluation.metrics import format_table
     from agentcoder.models import load_model
     from agentcoder.tracking.trainlog import (
@@ -313,12 +307,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
     # 5. test, as method=baseline does.  On a full-precision base the adapter is merged first:
     # the same function, without the extra LoRA matmuls in every layer (~2x faster on CPU).
     test_model = peft_model if _is_quantized(cfg) else peft_model.merge_and_unload()
-    examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
-    evaluation = evaluate(
-        test_model, tokenizer, examples, tool_format=cfg.model.tool_format,
-        max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, desc=f"eval {cfg.eval.split}",
-    )
-    write_predictions(run_dir / PREDICTIONS_FILE, evaluation.rows)
+    evaluation = evaluate_run(cfg, test_model, tokenizer, splits, run_dir)
     training = {
         "train_time_s": round(train_time, 3),
         "val_eval_time_s": round(selection.eval_time_s, 3),
