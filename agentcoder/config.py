@@ -42,6 +42,7 @@ class ModelConfig:
     embedded: EmbeddedAsset | None = None
     gguf_path: str | None = None  # point at a local GGUF instead of the wheel's
     adapter: str | None = None  # a saved LoRA adapter to apply (e.g. for method=baseline)
+    attn_implementation: str | None = None  # null: transformers' default (sdpa); e.g. flash_attention_2
     lora_target_modules: list[str] = field(default_factory=list)
     generation: dict[str, Any] = field(default_factory=dict)
     # config.json-level facts so that init=random builds the architecture without a download
@@ -104,8 +105,8 @@ class TrainParams:
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int | None = 1024
-    packing: bool = True
-    gradient_checkpointing: bool = False
+    packing: str = "auto"  # auto | rows | flat | none (see agentcoder/methods/lora.py)
+    gradient_checkpointing: Any = "auto"  # auto | true | false
     weight_decay: float = 0.0
     logging_steps: int = 5
     eval_steps: int = 50
@@ -179,6 +180,7 @@ _CHOICES = {
     "quant.bnb_4bit_quant_type": ("nf4", "fp4"),
     "quant.bnb_4bit_compute_dtype": ("bfloat16", "float16", "float32"),
     "method.train.scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
+    "method.train.packing": ("auto", "rows", "flat", "none"),
 }
 
 
@@ -227,6 +229,10 @@ def _check_range(cfg: DictConfig) -> None:
         need("method.train.save_steps", t.save_steps > 0, "a positive int")
         if t.max_length is not None:
             need("method.train.max_length", t.max_length > 0, "a positive int or null")
+        gc = t.gradient_checkpointing
+        need("method.train.gradient_checkpointing", gc in ("auto", True, False), "one of auto, true, false")
+        need("method.train.packing", t.packing == "none" or t.max_length is not None,
+             "none when method.train.max_length is null (packing fills rows of max_length tokens)")
     if "beta" in m:
         need("method.beta", m.beta > 0, "a positive number")
 

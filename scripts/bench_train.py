@@ -1,13 +1,16 @@
 """Training throughput: TRL's padded default vs the project's method=lora settings, in one process.
 
-    .venv/bin/python scripts/bench_train.py --examples 32 --steps 4 --init random      # CPU smoke
-    .venv/bin/python scripts/bench_train.py --model qwen2.5-coder-3b --quant 4bit --examples 400 --steps 30
+    .venv/bin/python scripts/bench_train.py --examples 64 --steps 4 --batch-size 4 --init random   # CPU
+    .venv/bin/python scripts/bench_train.py --model qwen2.5-coder-3b --init random --quant 4bit --steps 30
+    .venv/bin/python scripts/bench_train.py --configs padded,rows,flat      # also compare packing layouts
 
-Both runs train a fresh LoRA (same LoraConfig, lr, batch size, max_length, precision) on the same
-rendered BFCL train examples for the same number of optimizer steps; they differ only in what
-method=lora changes from SFTConfig's defaults:
-  (a) padded  - packing=False (each batch padded to its longest example), gradient_checkpointing=True
-  (b) project - BFD packing, padding-free, no gradient checkpointing (agentcoder.methods.lora.sft_config)
+Every configuration trains a fresh LoRA (same LoraConfig, lr, batch size, max_length, precision) on
+the same rendered BFCL train examples (a seeded random sample of the train split, so every category
+is in it) for the same number of optimizer steps; they differ only in what method=lora changes from
+SFTConfig's defaults:
+  padded  - TRL's default: packing=False (each batch padded to its longest example), gradient_checkpointing=True
+  project - method=lora as it runs: packing and gradient checkpointing resolved by their `auto` rules
+  rows / flat - the project's settings with that packing layout (see agentcoder/methods/lora.py)
 Throughput counts real tokens only (padding excluded); peak memory is CUDA max-allocated on GPU,
 and on CPU the peak resident set sampled during training.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -54,18 +58,28 @@ class PeakRSS:
 def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, workdir: Path) -> dict:
     import torch
     from peft import prepare_model_for_kbit_training
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    from agentcoder.methods.lora import lora_config, sft_config, training_dataset
+    from agentcoder.methods.lora import (
+        build_trainer,
+        gradient_checkpointing,
+        packing_layout,
+        sft_config,
+        training_dataset,
+    )
     from agentcoder.models import load_model
 
     loaded = load_model(cfg)
     model, tok = loaded.model, loaded.tokenizer
-    on_gpu = str(loaded.info["device"]).startswith("cuda")
-    project = sft_config(cfg, workdir / name, on_gpu=on_gpu)
+    device = str(loaded.info["device"])
+    on_gpu = device.startswith("cuda")
+    layout = packing_layout(cfg, model) if name in ("project", "padded") else name
+    checkpointing, _ = gradient_checkpointing(cfg, model, device)
+    project = sft_config(cfg, workdir / name, on_gpu=on_gpu, layout=layout, checkpointing=checkpointing)
     if name == "padded":
         # TRL's defaults for everything method=lora sets differently, except precision and the
         # shared schedule, so that the ratio measures packing + checkpointing only.
+        layout = "none"
         config = SFTConfig(
             output_dir=str(workdir / name), max_length=project.max_length, bf16=project.bf16,
             per_device_train_batch_size=project.per_device_train_batch_size,
@@ -82,9 +96,7 @@ def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, wo
             model, use_gradient_checkpointing=config.gradient_checkpointing
         )
     dataset = training_dataset(examples, tok, cfg.model.tool_format, config.max_length)
-    trainer = SFTTrainer(
-        model=model, args=config, train_dataset=dataset, processing_class=tok, peft_config=lora_config(cfg)
-    )
+    trainer = build_trainer(model, config, dataset, tok, cfg, layout)
     if on_gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -99,8 +111,8 @@ def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, wo
     result = {
         "name": name, "steps": trainer.state.global_step, "seconds": seconds, "tokens": tokens,
         "tokens_per_s": tokens / seconds, "peak_memory_gib": peak / 2**30,
-        "gradient_checkpointing": config.gradient_checkpointing, "packing": config.packing,
-        "bf16": config.bf16, "device": loaded.info["device"],
+        "gradient_checkpointing": config.gradient_checkpointing, "packing": layout,
+        "bf16": config.bf16, "device": device.split(":")[0],
     }
     del trainer, model, loaded
     if on_gpu:
@@ -117,9 +129,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per configuration")
     p.add_argument("--batch-size", type=int, default=8, help="per-device batch (packed rows: project)")
     p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--only", choices=("padded", "project"), help="run one configuration")
+    p.add_argument("--configs", default="padded,project",
+                   help="comma-separated, run in this order: padded, project, rows, flat")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.source=hub")
     args = p.parse_args()
+    unknown = set(args.configs.split(",")) - {"padded", "project", "rows", "flat"}
+    if unknown:
+        p.error(f"--configs: unknown {', '.join(sorted(unknown))}; expected padded, project, rows, flat")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from agentcoder.preflight import compose_config
@@ -132,14 +148,14 @@ def main() -> None:
     from agentcoder.data import load_splits
     from agentcoder.run import seed_everything
 
-    examples = load_splits(cfg).train[: args.examples]
+    train = load_splits(cfg).train
+    # A seeded sample, not the head: the split keeps corpus order, whose head is one category.
+    examples = random.Random(cfg.seed).sample(train, min(args.examples, len(train)))
     print(f"bench: {cfg.model.name} init={args.init} quant={args.quant} examples={len(examples)} "
           f"steps={args.steps} batch={args.batch_size} max_length={args.max_length}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("padded", "project"):
-            if args.only and name != args.only:
-                continue
+        for name in args.configs.split(","):
             seed_everything(cfg.seed)
             results.append(train_once(name, cfg, examples, args, Path(tmp)))
     print(f"\n{'config':<8} {'device':<6} {'steps':>5} {'tokens':>8} {'time_s':>8} {'tok/s':>9} "
@@ -148,9 +164,10 @@ def main() -> None:
         print(f"{r['name']:<8} {r['device']:<6} {r['steps']:>5} {r['tokens']:>8} {r['seconds']:>8.1f} "
               f"{r['tokens_per_s']:>9.1f} {r['peak_memory_gib']:>9.2f}  packing={r['packing']} "
               f"grad_ckpt={r['gradient_checkpointing']} bf16={r['bf16']}")
-    if len(results) == 2:
-        ratio = results[1]["tokens_per_s"] / results[0]["tokens_per_s"]
-        print(f"\nspeed-up project/padded: {ratio:.2f}x real tokens/s")
+    base = next((r for r in results if r["name"] == "padded"), None)
+    for r in results:
+        if base is not None and r is not base:
+            print(f"speed-up {r['name']}/padded: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x real tokens/s")
 
 
 if __name__ == "__main__":

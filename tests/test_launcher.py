@@ -51,6 +51,9 @@ def test_lora_hyperparameters_show_in_cfg_job():
         (["method=nope"], ["method=nope", "baseline", "lora"]),
         (["-m", "data_fraction=0.1,1.5"], ["data_fraction=1.5"]),
         (["eval.batch_size=0"], ["eval.batch_size"]),
+        (["method=lora", "method.train.packing=true"], ["method.train.packing", "auto, rows, flat, none"]),
+        (["method=lora", "method.train.gradient_checkpointing=sometimes"],
+         ["method.train.gradient_checkpointing='sometimes'", "auto, true, false"]),
     ],
 )
 def test_bad_values_fail_early_with_one_line(args, expected):

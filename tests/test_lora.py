@@ -80,28 +80,34 @@ def test_training_reduces_loss_and_writes_run_files(tiny_model_dir, bfcl_cache, 
     assert any("lora_A" in n for n, _ in loaded.model.named_parameters())
 
 
-def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_path):
-    from trl import SFTTrainer
-
+@pytest.mark.parametrize("layout", ["rows", "flat"])
+def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_path, layout):
     from agentcoder.data import load_splits
     from agentcoder.data.prompts import render_training_text
-    from agentcoder.methods.lora import lora_config, sft_config, training_dataset
+    from agentcoder.methods.lora import build_trainer, sft_config, training_dataset
     from agentcoder.models import load_model
 
-    cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2", "method.train.max_length=1100")
+    cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2", "method.train.max_length=700")
     loaded = load_model(cfg)
     tok = loaded.tokenizer
     examples = load_splits(cfg).train[:6]
-    trainer = SFTTrainer(
-        model=loaded.model, args=sft_config(cfg, tmp_path, on_gpu=False),
-        train_dataset=training_dataset(examples, tok, "json"), processing_class=tok,
-        peft_config=lora_config(cfg),
+    trainer = build_trainer(
+        loaded.model, sft_config(cfg, tmp_path, on_gpu=False, layout=layout),
+        training_dataset(examples, tok, "json"), tok, cfg, layout,
     )
     ds = trainer.train_dataset
+    assert len(ds) > 1  # several packed rows, so that "rows" and "flat" differ
     batch = trainer.data_collator([ds[i] for i in range(len(ds))])
-    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # packed, padding-free
-    labels, ids, pos = batch["labels"][0], batch["input_ids"][0], batch["position_ids"][0]
-    assert int((pos == 0).sum()) == len(examples)  # every example present, none split
+    assert "attention_mask" not in batch  # packed: the model masks by position_ids
+    if layout == "flat":
+        assert batch["input_ids"].shape[0] == 1
+    else:
+        assert batch["input_ids"].shape[0] == len(ds) and batch["input_ids"].shape[1] <= 700
+    labels, ids, pos = batch["labels"].flatten(), batch["input_ids"].flatten(), batch["position_ids"].flatten()
+    lengths = [sum(ds[i]["seq_lengths"]) for i in range(len(ds))]
+    n_pad = batch["input_ids"].numel() - sum(lengths)
+    assert int((pos == 0).sum()) == len(examples) + n_pad  # every example present, none split
+    assert bool((labels[pos == 0] == -100).all())  # no example learns from the one before it
     # Runs of labelled positions: each is exactly one example's completion (answer + EOS).
     runs, current = [], []
     for i in range(len(labels)):
@@ -117,7 +123,8 @@ def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_pat
     assert sorted(tok.decode(r) for r in runs) == completions
 
 
-def test_packed_sequences_do_not_attend_across_boundaries():
+def sdpa_llama() -> Any:
+    """A 2-layer Llama with sdpa attention, seeded, in eval mode."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -126,7 +133,35 @@ def test_packed_sequences_do_not_attend_across_boundaries():
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=100, attn_implementation="sdpa",
     )
-    model = LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval()
+
+
+def test_packed_rows_do_not_attend_across_examples():
+    import torch
+
+    from agentcoder.methods.lora import PackedRowsCollator
+
+    model = sdpa_llama()
+    docs = [torch.randint(1, 100, (n,)).tolist() for n in (7, 5, 4, 9)]
+    rows = [{"input_ids": docs[0] + docs[1], "labels": docs[0] + docs[1], "seq_lengths": [7, 5]},
+            {"input_ids": docs[2], "labels": docs[2], "seq_lengths": [4]},
+            {"input_ids": docs[3], "labels": docs[3], "seq_lengths": [9]}]
+    batch = PackedRowsCollator(pad_token_id=0, return_position_ids=True)(rows)
+    assert batch["input_ids"].shape == (3, 12)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        alone = [model(input_ids=torch.tensor([d])).logits[0] for d in docs]
+    assert torch.allclose(logits[0, :7], alone[0], atol=1e-5)
+    assert torch.allclose(logits[0, 7:], alone[1], atol=1e-5)
+    assert torch.allclose(logits[1, :4], alone[2], atol=1e-5)
+    assert torch.allclose(logits[2, :9], alone[3], atol=1e-5)
+    assert batch["labels"][1, 4:].eq(-100).all() and batch["labels"][0, 7] == -100
+
+
+def test_packed_sequences_do_not_attend_across_boundaries():
+    import torch
+
+    model = sdpa_llama()
     a, b = torch.randint(0, 100, (1, 7)), torch.randint(0, 100, (1, 5))
     with torch.no_grad():
         alone = torch.cat([model(input_ids=a).logits, model(input_ids=b).logits], dim=1)
@@ -176,3 +211,28 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir, bfcl_c
     fresh, _ = run_lora(cfg, tmp_path / "fresh")
     assert resumed["training"]["steps"] == fresh["training"]["steps"] == 4
     assert fresh["training"]["resumed"] is False
+
+
+def test_auto_settings_pick_packing_layout_and_checkpointing(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from agentcoder.methods.lora import gradient_checkpointing, packing_layout
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cfg = compose_cfg("method=lora", "model.source=hub", f"model.hub_id={tiny_model_dir}")
+    assert packing_layout(cfg, model) == "rows"  # sdpa: a flat row would cost attention over the batch
+    model.config._attn_implementation = "flash_attention_2"
+    assert packing_layout(cfg, model) == "flat"  # varlen kernel: flat is free of cross-example work
+    assert packing_layout(compose_cfg("method=lora", "method.train.packing=none"), model) == "none"
+
+    on, why = gradient_checkpointing(cfg, model, "cpu")
+    assert on is False and why["reason"] == "activations fit"
+    on, why = gradient_checkpointing(compose_cfg("method=lora", "quant=4bit"), model, "cpu")
+    assert on is True and "QLoRA" in why["reason"]
+    # A micro-batch whose activations cannot fit in this machine's memory turns it on.
+    huge = compose_cfg("method=lora", "method.train.batch_size=100000000")
+    on, why = gradient_checkpointing(huge, model, "cpu")
+    assert on is True and why["activation_estimate_gb"] > why["memory_budget_gb"]
+    on, why = gradient_checkpointing(compose_cfg("method=lora", "method.train.gradient_checkpointing=false",
+                                                 "method.train.batch_size=100000000"), model, "cpu")
+    assert on is False and why["reason"] == "set"

@@ -8,21 +8,28 @@ Top to bottom:
   1. data   - the train split rendered by `render_training_text` into TRL's prompt/completion
               format, so the loss falls on the assistant's answer only (tools and query are context);
   2. model  - the run's model (quantized per cfg.quant) plus a peft LoraConfig on all linear layers;
-  3. train  - SFTTrainer with BFD packing (padding-free: no compute on pad tokens), no gradient
-              checkpointing unless asked, bf16 on GPU / fp32 on CPU, checkpoints for resume;
+  3. train  - SFTTrainer with BFD packing (no compute on pad tokens), gradient checkpointing only
+              when memory needs it, bf16 on GPU / fp32 on CPU, checkpoints for resume;
   4. select - every eval_steps a callback scores function-call exact match on a val sample with the
               same `evaluate` as method=baseline and keeps the best adapter in <run_dir>/adapter;
   5. test   - the best adapter is evaluated on cfg.eval.split exactly like method=baseline.
 
-Packed sequences and attention: with packing, TRL's collator flattens a batch into one row and
-passes `position_ids` (restarting at 0 for every example) and no attention_mask.  With the sdpa
-and eager attention of transformers 5, `masking_utils._preprocess_mask_arguments` then calls
-`find_packed_sequence_indices(position_ids)` and `create_causal_mask` ands a block-diagonal
-mask into the causal one, so examples never attend across their boundaries (flash-attention
-uses the collator's cu_seq_lens instead).  Only without a KV cache: given use_cache=True the
-model builds a DynamicCache and the detection is skipped, so packed rows WOULD attend across
-examples; SFTTrainer.compute_loss passes use_cache=False (and Trainer sets config.use_cache to
-args.use_cache=False).  tests/test_lora.py checks both cases on a tiny model.
+Packing (method.train.packing): TRL packs examples best-fit-decreasing into rows of max_length
+tokens and then, padding-free, flattens the whole batch into ONE row ('flat').  That is right for
+flash-attention, whose varlen kernel reads the collator's cu_seq_lens and never computes attention
+across examples.  sdpa and eager attention instead build a dense mask over the row, so a flat row of
+batch_size x max_length tokens costs attention quadratic in the whole batch: on CPU, 4 rows of 1024
+took 18.3 GiB and ran at 0.58x TRL's padded default.  'rows' (auto's choice without flash-attention)
+keeps the packed rows as a (batch, max_length) tensor instead: attention per row, as in a padded batch,
+but rows are full.  'none' is TRL's padded batches.
+
+Packed sequences and attention: both layouts pass `position_ids` (restarting at 0 for every example)
+and no attention_mask.  With the sdpa and eager attention of transformers 5,
+`masking_utils._preprocess_mask_arguments` then calls `find_packed_sequence_indices(position_ids)`
+(per row) and `create_causal_mask` ands a block-diagonal mask into the causal one, so examples never
+attend across their boundaries.  Only without a KV cache: given use_cache=True the model builds a
+DynamicCache and the detection is skipped, so packed rows WOULD attend across examples;
+SFTTrainer.compute_loss passes use_cache=False.  tests/test_lora.py checks both cases on a tiny model.
 
 Files in the run dir: adapter/ (best), best.json, checkpoints/ (last 2), train_log.jsonl,
 tensorboard/, loss_curve.png, predictions.jsonl, and the metrics returned to run.py.
@@ -40,6 +47,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from agentcoder.tracking.records import RunRecord, atomic_write_json, read_json
 
@@ -94,7 +102,68 @@ def _is_quantized(cfg: DictConfig) -> bool:
 # --------------------------------------------------------------------------- 3. trainer
 
 
-def sft_config(cfg: DictConfig, output_dir: Path, *, on_gpu: bool) -> Any:
+def packing_layout(cfg: DictConfig, model: Any) -> str:
+    """method.train.packing resolved to 'rows', 'flat' or 'none' (auto: flat only under flash-attention)."""
+    packing = cfg.method.train.packing
+    if packing != "auto":
+        return packing
+    return "flat" if "flash" in str(getattr(model.config, "_attn_implementation", "")) else "rows"
+
+
+def activation_bytes(model_config: Any, tokens: int, row_length: int, dtype_bytes: int, on_gpu: bool) -> int:
+    """Rough size of what one micro-batch keeps for backward without gradient checkpointing.
+
+    Per token and layer a Llama/Qwen block with LoRA on every linear layer saves the norms' inputs
+    and outputs, the LoRA dropouts' copies, q/k/v and the attention output, the MLP's gate, up,
+    activation and product: about 24 x hidden + 9 x intermediate values; CPU attention also keeps
+    the heads x row_length probabilities (CUDA's memory-efficient sdpa kernel does not).  Calibrated
+    on SmolLM2-135M on CPU, where 4 rows of 1024 tokens peaked at 18.8 GiB (estimate: 16.9 GiB
+    plus 0.5 GB of weights).
+    """
+    c = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    per_token = 24 * c.hidden_size + 9 * c.intermediate_size
+    if not on_gpu:
+        per_token += c.num_attention_heads * row_length
+    return int(tokens * c.num_hidden_layers * per_token * dtype_bytes)
+
+
+def memory_budget_bytes(model: Any, device: str) -> int:
+    """90% of the device's memory less the model's weights: fixed for a machine and model, unlike
+    "free" memory, which earlier runs in the same process leave lower (allocator caches)."""
+    if device.startswith("cuda"):
+        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    else:
+        import psutil
+
+        total = psutil.virtual_memory().total
+    return int(0.9 * total - model.get_memory_footprint())
+
+
+def gradient_checkpointing(cfg: DictConfig, model: Any, device: str) -> tuple[bool, dict[str, Any]]:
+    """method.train.gradient_checkpointing resolved, and why.
+
+    auto: on for quantized bases (QLoRA trades speed for memory, as the QLoRA recipe does: a 3B
+    model's activations for 8 x 1024 tokens alone are ~60 GB), otherwise on only when the estimated
+    activations of one micro-batch exceed the memory budget.  Checkpointing recomputes every
+    layer's forward in backward: about a third more compute.
+    """
+    t = cfg.method.train
+    on_gpu = device.startswith("cuda")
+    row = int(t.max_length or 1024)
+    need = activation_bytes(model.config, t.batch_size * row, row, 2 if on_gpu else 4, on_gpu)
+    budget = memory_budget_bytes(model, device)
+    why = {"activation_estimate_gb": round(need / 1e9, 2), "memory_budget_gb": round(budget / 1e9, 2)}
+    if t.gradient_checkpointing != "auto":
+        return bool(t.gradient_checkpointing), {**why, "reason": "set"}
+    if _is_quantized(cfg):
+        return True, {**why, "reason": "quantized base (QLoRA)"}
+    on = need > budget
+    return on, {**why, "reason": "activations exceed the memory budget" if on else "activations fit"}
+
+
+def sft_config(
+    cfg: DictConfig, output_dir: Path, *, on_gpu: bool, layout: str = "rows", checkpointing: bool = False
+) -> Any:
     """TRL's SFTConfig from method.train; every TRL default we disagree with is set explicitly."""
     from trl import SFTConfig
 
@@ -111,13 +180,13 @@ def sft_config(cfg: DictConfig, output_dir: Path, *, on_gpu: bool) -> Any:
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
         # Data: prompt/completion with the loss on the completion only; BFD packing into
-        # max_length rows, which TRL runs padding-free.  With packing, batch_size counts packed rows.
+        # max_length rows (see the module docstring).  With packing, batch_size counts packed rows.
         max_length=t.max_length,
-        packing=t.packing,
+        packing=layout != "none",
         packing_strategy="bfd",
         completion_only_loss=True,
-        # TRL turns gradient checkpointing on by default (about 20-30% slower); only when asked.
-        gradient_checkpointing=t.gradient_checkpointing,
+        # TRL turns gradient checkpointing on by default (about 20-30% slower); see gradient_checkpointing().
+        gradient_checkpointing=checkpointing,
         # TRL defaults bf16=True even on CPU, where bf16 matmuls are slow on most x86 parts.
         bf16=on_gpu and torch.cuda.is_bf16_supported(),
         fp16=False,
@@ -129,13 +198,47 @@ def sft_config(cfg: DictConfig, output_dir: Path, *, on_gpu: bool) -> Any:
         logging_steps=t.logging_steps,
         logging_first_step=True,
         report_to=report_to or "none",
-        # Padding-free batches hold no pad tokens (pad == eos here, so counting "non-pad" ids would
-        # drop every EOS); padded batches carry an attention_mask that "non_padding" sums exactly.
-        include_num_input_tokens_seen="all" if t.packing else "non_padding",
+        # flat rows hold no pad tokens: count all.  Padded batches carry an attention_mask that
+        # "non_padding" sums exactly; packed rows have none, so non-pad ids are counted, which misses
+        # every <|im_end|> (pad == eos here, ~3 per example): a <1% undercount, never an overcount.
+        include_num_input_tokens_seen="all" if layout == "flat" else "non_padding",
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=False,
     )
+
+
+class PackedRowsCollator(DataCollatorForLanguageModeling):
+    """Batches BFD-packed rows as (batch, longest row) instead of flattening them into one row.
+
+    Rows carry position_ids (restarting at 0 for every example) and no attention_mask, so the
+    model masks each row block-diagonally.  Row tails are padded with pad id, position 0 and label
+    -100: each pad token is a one-token sequence that attends to itself only.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().torch_call(examples)
+        del batch["attention_mask"]  # present, it would switch off the packed-sequence detection
+        # The first token of each example would otherwise be predicted from the previous example.
+        batch["labels"][batch["position_ids"] == 0] = -100
+        return batch
+
+
+def build_trainer(
+    model: Any, args: Any, train_ds: Any, tokenizer: Any, cfg: DictConfig, layout: str, callbacks: list | None = None
+) -> Any:
+    """SFTTrainer with the LoRA config; for layout 'rows' with the PackedRowsCollator."""
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+        peft_config=lora_config(cfg), callbacks=callbacks,
+    )
+    if layout == "rows":
+        # TRL packs (and tokenizes) the dataset either way; it only refuses a custom collator
+        # alongside packing, so the flattening collator is swapped for ours once it is built.
+        trainer.data_collator = PackedRowsCollator(pad_token_id=tokenizer.pad_token_id, return_position_ids=True)
+    return trainer
 
 
 class ValSelection(TrainerCallback):
@@ -217,7 +320,6 @@ def _last_checkpoint(output_dir: Path) -> str | None:
 def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> dict[str, Any]:
     """Train, select on val, test; EXTRA_CALLBACKS (TrainerCallbacks) are for tests and tools."""
     from peft import load_peft_weights, prepare_model_for_kbit_training, set_peft_model_state_dict
-    from trl import SFTTrainer
 
     from agentcoder.data import load_splits
     from agentcoder.evaluation.evaluator import evaluate_run, peak_memory_bytes, select_examples
@@ -244,12 +346,15 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
     loaded = load_model(cfg)
     record.update(model=loaded.info)
     model, tokenizer = loaded.model, loaded.tokenizer
-    on_gpu = str(loaded.info["device"]).startswith("cuda")
+    device = str(loaded.info["device"])
+    on_gpu = device.startswith("cuda")
+    layout = packing_layout(cfg, model)
+    checkpointing, why = gradient_checkpointing(cfg, model, device)
+    record.update(train={"packing": layout, "gradient_checkpointing": checkpointing, "checkpointing_why": why})
+    print(f"[lora] packing={layout} gradient_checkpointing={checkpointing} ({why['reason']})")
     if _is_quantized(cfg):
-        # Casts norms/embeddings to fp32 and freezes the base; checkpointing only when asked.
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(t.gradient_checkpointing)
-        )
+        # Casts norms/embeddings to fp32 and freezes the base.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     train_ds = training_dataset(splits.train, tokenizer, cfg.model.tool_format, t.max_length)
     if len(train_ds) == 0:
         raise ValueError(f"every train example is longer than method.train.max_length={t.max_length}")
@@ -257,7 +362,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
 
     # 3. trainer
     output_dir = run_dir / CHECKPOINT_DIR
-    args = sft_config(cfg, output_dir, on_gpu=on_gpu)
+    args = sft_config(cfg, output_dir, on_gpu=on_gpu, layout=layout, checkpointing=checkpointing)
     selection = ValSelection(run_dir, val_examples, tokenizer, cfg)
     callbacks: list[Any] = [train_log_callback(run_dir / TRAIN_LOG_FILE), selection, *extra_callbacks]
     if "tensorboard" in t.report_to:
@@ -265,10 +370,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
         from transformers.integrations import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-        peft_config=lora_config(cfg), callbacks=callbacks,
-    )
+    trainer = build_trainer(model, args, train_ds, tokenizer, cfg, layout, callbacks)
     selection.trainer = trainer
     # TRL pads on the right for training; evaluation needs the loader's left padding back.
     tokenizer.padding_side = "left"
@@ -322,6 +424,8 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> d
         "n_val": len(val_examples),
         "peak_memory_bytes": int(peak),
         "resumed": checkpoint is not None,
+        "packing": layout,
+        "gradient_checkpointing": checkpointing,
     }
     record.update(train=training)
     metrics = {

@@ -190,6 +190,8 @@ def _random_model(cfg: DictConfig, tokenizer: Any, dtype: Any, quant: Any, devic
     for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
         value = getattr(tokenizer, attr, None)
         setattr(config, attr, value if value is not None else tokenizer.eos_token_id)
+    if cfg.model.attn_implementation:
+        config._attn_implementation = cfg.model.attn_implementation
     cuda = device.startswith("cuda")
     rng_devices = [torch.device(device).index or 0] if cuda else []
     # Seeded from cfg.seed without disturbing the global RNG state the run seeds itself.
@@ -266,6 +268,8 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
         kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": device}, "use_safetensors": True}
         if quant is not None:
             kwargs["quantization_config"] = quant
+        if m.attn_implementation:
+            kwargs["attn_implementation"] = m.attn_implementation
         model = _hub_call(AutoModelForCausalLM.from_pretrained, path, "model", **kwargs, **_hub_kwargs(m))
     sync_generation_config(model, tokenizer, OmegaConf.to_container(m.generation, resolve=True))
     if m.adapter:
@@ -283,6 +287,7 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
         "footprint_bytes": int(model.get_memory_footprint()),
         "device": device,
         "dtype": str(getattr(model, "dtype", dtype)).removeprefix("torch."),
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "quant": cfg.quant.name,
         "compute_dtype": compute_dtype(cfg.quant, device) if cfg.quant.load_in_4bit else None,
         "init": m.init,
