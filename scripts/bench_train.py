@@ -96,6 +96,8 @@ def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, wo
             model, use_gradient_checkpointing=config.gradient_checkpointing
         )
     dataset = training_dataset(examples, tok, cfg.model.tool_format, config.max_length)
+    if len(dataset) == 0:
+        raise SystemExit(f"bench: all {len(examples)} examples are longer than --max-length {config.max_length}")
     trainer = build_trainer(model, config, dataset, tok, cfg, layout)
     if on_gpu:
         torch.cuda.synchronize()
