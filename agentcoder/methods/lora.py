@@ -120,7 +120,7 @@ def activation_bytes(model_config: Any, tokens: int, row_length: int, dtype_byte
     on SmolLM2-135M on CPU, where 4 rows of 1024 tokens peaked at 18.8 GiB (estimate: 16.9 GiB
     plus 0.5 GB of weights).
     """
-    c = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    c = model_config.get_text_config()
     per_token = 24 * c.hidden_size + 9 * c.intermediate_size
     if not on_gpu:
         per_token += c.num_attention_heads * row_length
