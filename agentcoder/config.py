@@ -86,6 +86,8 @@ class EvalConfig:
     limit: int | None = None
     batch_size: Any = "auto"  # int or "auto"
     max_new_tokens: int = 128
+    # The metric the Hydra task returns, so an optimizing sweeper (e.g. Optuna) can maximise it.
+    objective: str = "exact_match"
 
 
 @dataclass
@@ -98,6 +100,8 @@ class LoraParams:
 
 @dataclass
 class TrainParams:
+    """method.train: the trainer settings every training method shares (agentcoder/training)."""
+
     epochs: float = 3.0
     lr: float = 1.0e-4
     scheduler: str = "cosine"
@@ -105,7 +109,7 @@ class TrainParams:
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int | None = 1024
-    packing: str = "auto"  # auto | rows | flat | none (see agentcoder/methods/lora.py)
+    packing: str = "auto"  # auto | rows | flat | none (see agentcoder/training/setup.py)
     gradient_checkpointing: Any = "auto"  # auto | true | false
     weight_decay: float = 0.0
     logging_steps: int = 5
@@ -117,15 +121,50 @@ class TrainParams:
 
 
 @dataclass
-class BaselineMethod:
-    name: str = "baseline"
+class RewardWeights:
+    """The function-call reward (agentcoder/evaluation/reward.py): exact match earns `exact`;
+    otherwise right function name(s) earn `function_name` plus `arguments` x the share of right
+    arguments; the penalties replace (parse failure, call where none is due) or add to that."""
+
+    exact: float = 1.0
+    function_name: float = 0.2
+    arguments: float = 0.4
+    parse_failure: float = -1.0
+    unknown_function: float = -0.5
+    call_when_none_expected: float = -0.5
+    no_call_when_expected: float = 0.0
 
 
 @dataclass
-class LoraMethod:
-    name: str = "lora"
-    lora: LoraParams = field(default_factory=LoraParams)
-    train: TrainParams = field(default_factory=TrainParams)
+class DpoParams:
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+
+
+@dataclass
+class PpoParams:
+    kl_coef: float = 0.05
+    clip_range: float = 0.2
+    value_clip_range: float = 0.2
+    gamma: float = 1.0
+    lam: float = 0.95
+    ppo_epochs: int = 4
+    rollout_batch_size: int = 16
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+
+
+@dataclass
+class GrpoParams:
+    num_generations: int = 4
+    beta: float = 0.04
+    temperature: float = 1.0
+    max_completion_length: int = 128
+
+
+@dataclass
+class BaselineMethod:
+    name: str = "baseline"
 
 
 @dataclass
@@ -136,30 +175,46 @@ class DebugMethod:
 
 
 @dataclass
-class PreferenceMethod:
-    """DPO / PPO / GRPO: not built yet; the schema keeps their hyperparameters visible."""
-
-    name: str = ""
-    beta: float = 0.1
-    lr: float = 5.0e-5
-    epochs: float = 3.0
+class LoraMethod:
+    name: str = "lora"
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=TrainParams)
 
 
-METHOD_SCHEMAS: dict[str, type] = {
-    "baseline": BaselineMethod,
-    "lora": LoraMethod,
-    "dpo": PreferenceMethod,
-    "ppo": PreferenceMethod,
-    "grpo": PreferenceMethod,
-    "debug": DebugMethod,
-}
+@dataclass
+class DpoMethod:
+    name: str = "dpo"
+    init: str = "sft"  # sft: start from the LoRA stage's adapter | base: from the base model
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=lambda: TrainParams(lr=5.0e-5))
+    dpo: DpoParams = field(default_factory=DpoParams)
+
+
+@dataclass
+class PpoMethod:
+    name: str = "ppo"
+    init: str = "sft"
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=lambda: TrainParams(lr=5.0e-5))
+    ppo: PpoParams = field(default_factory=PpoParams)
+    reward: RewardWeights = field(default_factory=RewardWeights)
+
+
+@dataclass
+class GrpoMethod:
+    name: str = "grpo"
+    init: str = "sft"
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=lambda: TrainParams(lr=5.0e-5))
+    grpo: GrpoParams = field(default_factory=GrpoParams)
+    reward: RewardWeights = field(default_factory=RewardWeights)
 
 
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
-    method: Any = None  # checked against METHOD_SCHEMAS[method.name]
+    method: Any = None  # checked against the schema in agentcoder.methods.METHODS[method.name]
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data_fraction: float = 1.0
@@ -171,6 +226,10 @@ class RunConfig:
 
 # --------------------------------------------------------------------------- checks
 
+# Metrics of the result's `overall` that an optimizing sweeper may maximise (all "higher is better").
+OBJECTIVES = ("exact_match", "function_selection", "parameter_accuracy", "multi_call_accuracy",
+              "irrelevance_accuracy")
+
 _CHOICES = {
     "model.source": ("embedded", "hub"),
     "model.tool_format": ("json", "qwen"),
@@ -181,6 +240,9 @@ _CHOICES = {
     "quant.bnb_4bit_compute_dtype": ("bfloat16", "float16", "float32"),
     "method.train.scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
     "method.train.packing": ("auto", "rows", "flat", "none"),
+    "method.init": ("sft", "base"),
+    "method.dpo.loss_type": ("sigmoid", "ipo", "hinge", "robust"),
+    "eval.objective": OBJECTIVES,
 }
 
 
@@ -233,8 +295,28 @@ def _check_range(cfg: DictConfig) -> None:
         need("method.train.gradient_checkpointing", gc in ("auto", True, False), "one of auto, true, false")
         need("method.train.packing", t.packing == "none" or t.max_length is not None,
              "none when method.train.max_length is null (packing fills rows of max_length tokens)")
-    if "beta" in m:
-        need("method.beta", m.beta > 0, "a positive number")
+    if "dpo" in m:
+        need("method.dpo.beta", m.dpo.beta > 0, "a positive number")
+    if "grpo" in m:
+        need("method.grpo.num_generations", m.grpo.num_generations >= 2, "an int >= 2 (GRPO compares a group)")
+        need("method.grpo.beta", m.grpo.beta >= 0, "a number >= 0")
+        need("method.grpo.temperature", m.grpo.temperature > 0, "a positive number")
+        need("method.grpo.max_completion_length", m.grpo.max_completion_length > 0, "a positive int")
+    if "ppo" in m:
+        p = m.ppo
+        need("method.ppo.kl_coef", p.kl_coef >= 0, "a number >= 0")
+        need("method.ppo.clip_range", 0 < p.clip_range < 1, "a number in (0, 1)")
+        need("method.ppo.value_clip_range", p.value_clip_range > 0, "a positive number")
+        need("method.ppo.gamma", 0 < p.gamma <= 1, "a number in (0, 1]")
+        need("method.ppo.lam", 0 <= p.lam <= 1, "a number in [0, 1]")
+        need("method.ppo.ppo_epochs", p.ppo_epochs > 0, "a positive int")
+        need("method.ppo.rollout_batch_size", p.rollout_batch_size > 0, "a positive int")
+        need("method.ppo.max_new_tokens", p.max_new_tokens > 0, "a positive int")
+        need("method.ppo.temperature", p.temperature > 0, "a positive number")
+    if "reward" in m:
+        w = m.reward
+        need("method.reward.exact", w.exact > w.function_name + w.arguments,
+             "more than function_name + arguments (partial credit must stay below an exact match)")
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -245,12 +327,14 @@ def _one_line(err: OmegaConfBaseException) -> str:
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Return the config merged onto the schema, or raise ConfigError (one line)."""
+    from agentcoder.methods import METHODS  # the method table (torch-free); it imports the schemas above
+
     method_name = _get(cfg, "method.name")
-    if method_name not in METHOD_SCHEMAS:
-        raise ConfigError(f"method={method_name!r} is not a method; expected one of {', '.join(METHOD_SCHEMAS)}")
+    if method_name not in METHODS:
+        raise ConfigError(f"method={method_name!r} is not a method; expected one of {', '.join(METHODS)}")
     try:
         schema = OmegaConf.structured(RunConfig)
-        schema.method = OmegaConf.structured(METHOD_SCHEMAS[method_name])
+        schema.method = OmegaConf.structured(METHODS[method_name].schema)
         plain = OmegaConf.to_container(cfg, resolve=False)
         plain.pop("hydra", None)
         merged = OmegaConf.merge(schema, plain)

@@ -23,14 +23,10 @@ from agentcoder.tracking.records import RunRecord, mark_skipped
 
 
 def seed_everything(seed: int) -> None:
-    import random
+    """python, numpy, torch and every CUDA device (transformers' set_seed)."""
+    from transformers import set_seed
 
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
+    set_seed(seed)
 
 
 def _hydra_facts() -> tuple[Path, dict]:
@@ -43,8 +39,9 @@ def _hydra_facts() -> tuple[Path, dict]:
     return Path(hc.runtime.output_dir), facts
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def task(raw_cfg: DictConfig) -> str:
+def run_task(raw_cfg: DictConfig) -> float | None:
+    """One job: validate, record, dispatch to the method; returns the run's `eval.objective` metric
+    (what an optimizing sweeper such as Optuna maximises), None for a skipped job."""
     cfg = validate(raw_cfg)
     run_dir, facts = _hydra_facts()
 
@@ -53,16 +50,18 @@ def task(raw_cfg: DictConfig) -> str:
         if previous.get("config_hash") == config_hash(cfg):
             mark_skipped(run_dir)
             print(f"[agentcoder] skip {run_dir}: already completed with the same config (resume=false re-runs)")
-            return "skipped"
+            return None
 
     from agentcoder.methods import load_method
 
     with RunRecord.start(run_dir, cfg, facts) as record:
         seed_everything(cfg.seed)
-        method = load_method(cfg.method.name)
-        metrics = method.run(cfg, record)
-        record.complete(metrics)
-    return "completed"
+        result = load_method(cfg.method.name).run(cfg, record)
+        record.complete(result.to_metrics())
+    return result.objective(cfg.eval.objective)
+
+
+task = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_task)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ is in it) for the same number of optimizer steps; they differ only in what metho
 SFTConfig's defaults:
   padded  - TRL's default: packing=False (each batch padded to its longest example), gradient_checkpointing=True
   project - method=lora as it runs: packing and gradient checkpointing resolved by their `auto` rules
-  rows / flat - the project's settings with that packing layout (see agentcoder/methods/lora.py)
+  rows / flat - the project's settings with that packing layout (see agentcoder/training/packing.py)
 Throughput counts real tokens only (padding excluded); peak memory is CUDA max-allocated on GPU,
 and on CPU the peak resident set sampled during training.
 """
@@ -57,25 +57,19 @@ class PeakRSS:
 
 def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, workdir: Path) -> dict:
     import torch
-    from peft import prepare_model_for_kbit_training
+    from omegaconf import OmegaConf
     from trl import SFTConfig
 
-    from agentcoder.methods.lora import (
-        build_trainer,
-        gradient_checkpointing,
-        packing_layout,
-        sft_config,
-        training_dataset,
-    )
-    from agentcoder.models import load_model
+    from agentcoder.data import PromptFormat
+    from agentcoder.data.rows import sft_dataset
+    from agentcoder.methods.lora import sft_config, sft_trainer
+    from agentcoder.training.session import load_base
+    from agentcoder.training.setup import lora_config
 
-    loaded = load_model(cfg)
-    model, tok = loaded.model, loaded.tokenizer
-    device = str(loaded.info["device"])
-    on_gpu = device.startswith("cuda")
-    layout = {"padded": "none", "project": packing_layout(cfg, model)}.get(name, name)
-    checkpointing, _ = gradient_checkpointing(cfg, model, device)
-    project = sft_config(cfg, workdir / name, on_gpu=on_gpu, layout=layout, checkpointing=checkpointing)
+    packing = {"padded": "none", "project": cfg.method.train.packing}.get(name, name)
+    cfg = OmegaConf.merge(cfg, {"method": {"train": {"packing": packing}}})
+    base = load_base(cfg, None, f"bench {name}")
+    project = sft_config(cfg, workdir / name, base)
     if name == "padded":
         # TRL's defaults for everything method=lora sets differently, except precision and the
         # shared schedule, so that the ratio measures packing + checkpointing only.
@@ -90,14 +84,11 @@ def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, wo
         project.max_steps, project.save_strategy, project.report_to = args.steps, "no", []
         project.disable_tqdm = True
         config = project
-    if cfg.quant.load_in_4bit or cfg.quant.load_in_8bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing
-        )
-    dataset = training_dataset(examples, tok, cfg.model.tool_format, config.max_length)
+    dataset = sft_dataset(examples, PromptFormat(base.tokenizer, cfg.model.tool_format), config.max_length)
     if len(dataset) == 0:
         raise SystemExit(f"bench: all {len(examples)} examples are longer than --max-length {config.max_length}")
-    trainer = build_trainer(model, config, dataset, tok, cfg, layout)
+    trainer = sft_trainer(base, config, dataset, lora_config(cfg))
+    on_gpu = base.on_gpu
     if on_gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -112,10 +103,10 @@ def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, wo
     result = {
         "name": name, "steps": trainer.state.global_step, "seconds": seconds, "tokens": tokens,
         "tokens_per_s": tokens / seconds, "peak_memory_gib": peak / 2**30,
-        "gradient_checkpointing": config.gradient_checkpointing, "packing": layout,
-        "bf16": config.bf16, "device": device.split(":")[0],
+        "gradient_checkpointing": config.gradient_checkpointing, "packing": base.layout,
+        "bf16": config.bf16, "device": base.device.split(":")[0],
     }
-    del trainer, model, loaded
+    del trainer, base
     if on_gpu:
         torch.cuda.empty_cache()
     return result
@@ -132,6 +123,7 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--configs", default="padded,project",
                    help="comma-separated, run in this order: padded, project, rows, flat")
+    p.add_argument("--json", type=Path, default=None, help="also write the results (a list of dicts) here")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.source=hub")
     args = p.parse_args()
     unknown = set(args.configs.split(",")) - {"padded", "project", "rows", "flat"}
@@ -165,6 +157,10 @@ def main() -> None:
         print(f"{r['name']:<8} {r['device']:<6} {r['steps']:>5} {r['tokens']:>8} {r['seconds']:>8.1f} "
               f"{r['tokens_per_s']:>9.1f} {r['peak_memory_gib']:>9.2f}  packing={r['packing']} "
               f"grad_ckpt={r['gradient_checkpointing']} bf16={r['bf16']}")
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     base = next((r for r in results if r["name"] == "padded"), None)
     for r in results:
         if base is not None and r is not base:

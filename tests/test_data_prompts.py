@@ -11,9 +11,9 @@ from agentcoder.data.prompts import (
     NO_CALL_TARGET,
     render_prompt,
     render_target,
-    render_training_text,
     supports_tools,
 )
+from agentcoder.data.rows import PromptFormat
 
 CHATML = (
     "{% for message in messages %}"
@@ -135,9 +135,9 @@ def test_no_call_target_is_plain_text():
 def test_training_prompt_is_the_evaluation_prompt(template, fmt):
     tok = tiny_tokenizer(template)
     ex = example(PARIS, system="Be brief.")
-    prompt, completion = render_training_text(ex, tok, fmt)
-    assert prompt == render_prompt(ex, tok, fmt)
-    assert completion == render_target(ex, fmt) + "<|im_end|>"
+    row = PromptFormat(tok, fmt).sft_row(ex)
+    assert row["prompt"] == render_prompt(ex, tok, fmt)
+    assert row["completion"] == render_target(ex, fmt) + "<|im_end|>"
 
 
 def test_unknown_tool_format_is_refused():

@@ -38,8 +38,8 @@ def run_lora(cfg: Any, run_dir: Path, **kwargs: Any) -> tuple[dict, dict]:
     from agentcoder.tracking.records import RunRecord
 
     record = RunRecord.start(run_dir, cfg, {})
-    metrics = lora.run(cfg, record, **kwargs)
-    return metrics, record.data
+    result = lora.run(cfg, record, **kwargs)
+    return result.to_metrics(), record.data
 
 
 def test_training_reduces_loss_and_writes_run_files(tiny_model_dir, bfcl_cache, tmp_path):
@@ -82,19 +82,19 @@ def test_training_reduces_loss_and_writes_run_files(tiny_model_dir, bfcl_cache, 
 
 @pytest.mark.parametrize("layout", ["rows", "flat"])
 def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_path, layout):
-    from agentcoder.data import load_splits
-    from agentcoder.data.prompts import render_training_text
-    from agentcoder.methods.lora import build_trainer, sft_config, training_dataset
-    from agentcoder.models import load_model
+    from agentcoder.data import PromptFormat, load_splits
+    from agentcoder.data.rows import sft_dataset
+    from agentcoder.methods.lora import sft_config, sft_trainer
+    from agentcoder.training.session import load_base
+    from agentcoder.training.setup import lora_config
 
-    cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2", "method.train.max_length=700")
-    loaded = load_model(cfg)
-    tok = loaded.tokenizer
+    cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2", "method.train.max_length=700",
+                   f"method.train.packing={layout}")
+    base = load_base(cfg, None, "test")
+    tok = base.tokenizer
+    fmt = PromptFormat(tok, "json")
     examples = load_splits(cfg).train[:6]
-    trainer = build_trainer(
-        loaded.model, sft_config(cfg, tmp_path, on_gpu=False, layout=layout),
-        training_dataset(examples, tok, "json"), tok, cfg, layout,
-    )
+    trainer = sft_trainer(base, sft_config(cfg, tmp_path, base), sft_dataset(examples, fmt), lora_config(cfg))
     ds = trainer.train_dataset
     assert len(ds) > 1  # several packed rows, so that "rows" and "flat" differ
     batch = trainer.data_collator([ds[i] for i in range(len(ds))])
@@ -119,7 +119,7 @@ def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_pat
             current = []
     if current:
         runs.append(current)
-    completions = sorted(render_training_text(ex, tok, "json")[1] for ex in examples)
+    completions = sorted(fmt.sft_row(ex)["completion"] for ex in examples)
     assert sorted(tok.decode(r) for r in runs) == completions
 
 
@@ -139,7 +139,7 @@ def sdpa_llama() -> Any:
 def test_packed_rows_do_not_attend_across_examples():
     import torch
 
-    from agentcoder.methods.lora import PackedRowsCollator
+    from agentcoder.training.packing import PackedRowsCollator
 
     model = sdpa_llama()
     docs = [torch.randint(1, 100, (n,)).tolist() for n in (7, 5, 4, 9)]
@@ -216,7 +216,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir, bfcl_c
 def test_auto_settings_pick_packing_layout_and_checkpointing(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from agentcoder.methods.lora import gradient_checkpointing, packing_layout
+    from agentcoder.training.setup import gradient_checkpointing, packing_layout
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     cfg = compose_cfg("method=lora", "model.source=hub", f"model.hub_id={tiny_model_dir}")

@@ -6,9 +6,10 @@ Nothing here imports torch, transformers or datasets at import time (the xLAM re
 
 from agentcoder.data.example import DataError, Example, GoldCall, ToolCall
 from agentcoder.data.loader import Splits, load_examples, load_splits
-from agentcoder.data.prompts import render_prompt, render_target, render_training_text
+from agentcoder.data.prompts import render_prompt, render_target
+from agentcoder.data.rows import PromptFormat
 
 __all__ = [
-    "DataError", "Example", "GoldCall", "Splits", "ToolCall", "load_examples", "load_splits",
-    "render_prompt", "render_target", "render_training_text",
+    "DataError", "Example", "GoldCall", "PromptFormat", "Splits", "ToolCall", "load_examples", "load_splits",
+    "render_prompt", "render_target",
 ]

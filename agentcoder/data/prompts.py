@@ -96,9 +96,3 @@ def render_target(example: Example, tool_format: str) -> str:
     if tool_format == "json":
         return json.dumps(calls, ensure_ascii=False)
     raise ValueError(f"tool_format={tool_format!r}; expected one of json, qwen")
-
-
-def render_training_text(example: Example, tokenizer: Any, tool_format: str) -> tuple[str, str]:
-    """(prompt, completion): the prompt exactly as evaluation renders it, the target plus EOS."""
-    completion = render_target(example, tool_format) + tokenizer.eos_token
-    return render_prompt(example, tokenizer, tool_format), completion

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agentcoder.data.example import Example
+from agentcoder.data.example import Example, GoldCall
 from agentcoder.evaluation.generate import generate_batched
-from agentcoder.evaluation.matcher import match_calls
+from agentcoder.evaluation.matcher import Verdict, match_calls
 from agentcoder.evaluation.metrics import compute_metrics
-from agentcoder.evaluation.parser import parse_calls
+from agentcoder.evaluation.parser import ParseResult, parse_calls
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -42,10 +42,16 @@ def select_examples(examples: Sequence[Example], limit: int | None) -> list[Exam
     return [e for e in examples if e.id in keep]
 
 
+def score_output(answer: Sequence[GoldCall], tools: list[dict], raw: str) -> tuple[ParseResult, Verdict]:
+    """Parse one raw output and match it against the gold calls: the one scoring path that the
+    evaluation (`judge`) and the training reward (reward.py) share.  Nothing is executed."""
+    parsed = parse_calls(raw)
+    return parsed, match_calls(list(answer), tools, parsed)
+
+
 def judge(example: Example, raw: str) -> dict[str, Any]:
     """Parse one raw output and match it against the example's gold calls."""
-    parsed = parse_calls(raw)
-    verdict = match_calls(example.answer, example.tools, parsed)
+    parsed, verdict = score_output(example.answer, example.tools, raw)
     return {
         "status": parsed.status,
         "calls": [asdict(c) for c in parsed.calls],

@@ -6,16 +6,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig
 
+from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
 
 
-def run(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
+def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     from agentcoder.data import load_splits
-    from agentcoder.evaluation.evaluator import evaluate_run
+    from agentcoder.evaluation.evaluator import PREDICTIONS_FILE, evaluate_run
     from agentcoder.evaluation.metrics import format_table
     from agentcoder.models import load_model
 
@@ -24,7 +23,11 @@ def run(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
     loaded = load_model(cfg)
     record.update(model=loaded.info)
 
-    result = evaluate_run(cfg, loaded.model, loaded.tokenizer, splits, record.dir)
-    metrics = {**result.metrics, "split": cfg.eval.split, "model": loaded.info.get("label")}
-    print(format_table(metrics))
-    return metrics
+    evaluation = evaluate_run(cfg, loaded.model, loaded.tokenizer, splits, record.dir)
+    result = MethodResult(
+        method="baseline", split=cfg.eval.split, model=loaded.info.get("label"),
+        overall=evaluation.metrics["overall"], per_category=evaluation.metrics["per_category"],
+        artifacts={"predictions": str(record.dir / PREDICTIONS_FILE)},
+    )
+    print(format_table(result.to_metrics()))
+    return result

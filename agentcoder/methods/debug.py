@@ -1,15 +1,15 @@
 """A method that loads nothing: exercises the launcher (records, sweeps, resume) in tests.
 
 `method=debug method.fail=true` raises on purpose, so a sweep can show that one failing job
-is recorded as failed while the others complete.
+is recorded as failed while the others complete.  `method.value` is reported as its exact match,
+so sweeps over it give an optimizing sweeper something to maximise.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig
 
+from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
 
 
@@ -17,7 +17,8 @@ class DebugFailure(RuntimeError):
     pass
 
 
-def run(cfg: DictConfig, record: RunRecord) -> dict[str, Any]:
+def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     if cfg.method.fail:
         raise DebugFailure(f"method.fail=true (value={cfg.method.value}): failing on purpose")
-    return {"overall": {"value": cfg.method.value, "seed": cfg.seed}}
+    overall = {"exact_match": cfg.method.value, "value": cfg.method.value, "seed": cfg.seed}
+    return MethodResult(method="debug", split=None, model=None, overall=overall)

@@ -168,6 +168,8 @@ class RunRecord:
             "data_fraction": cfg.data_fraction,
             "choices": hydra.get("choices", {}),
             "overrides": hydra.get("overrides", []),
+            # The resolved config, so a comparator can group runs by any hyperparameter.
+            "config": OmegaConf.to_container(cfg, resolve=True),
             "command": _command_line(),
             "cwd": os.getcwd(),
             "run_dir": str(run_dir),

@@ -1,0 +1,49 @@
+"""The one result shape every method returns, and the `metrics.json` written from it.
+
+Light on purpose (no torch): the comparator and the launcher read it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Bump when a key of metrics.json changes meaning; the comparator reads it.
+METRICS_SCHEMA_VERSION = 1
+
+
+@dataclass
+class MethodResult:
+    """What a run produced: test metrics (overall and per category), how it trained, where its files are.
+
+    `training` is None for methods that do not train (baseline).  `details` holds the figures only
+    one method has (e.g. LoRA's rank, DPO's pair counts), under "details" in metrics.json.
+    """
+
+    method: str
+    split: str | None
+    model: str | None  # the model label, e.g. smollm2-135m/none+lora
+    overall: dict[str, Any]
+    per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
+    training: dict[str, Any] | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path (predictions, adapter, ...)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def objective(self, key: str) -> float | None:
+        """The overall metric KEY as a float (what the Hydra task returns to a sweeper), None if absent."""
+        value = self.overall.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def to_metrics(self) -> dict[str, Any]:
+        """The metrics.json document: the same keys for every method."""
+        return {
+            "schema_version": METRICS_SCHEMA_VERSION,
+            "method": self.method,
+            "split": self.split,
+            "model": self.model,
+            "overall": self.overall,
+            "per_category": self.per_category,
+            "training": self.training,
+            "artifacts": self.artifacts,
+            "details": self.details,
+        }

@@ -1,0 +1,104 @@
+"""Select the adapter on the task metric: val exact match every eval_steps, the best one kept.
+
+The adapter goes to a temp dir first and then takes the place of <run_dir>/adapter, so a kill
+never leaves a half-written best adapter; best.json (score, step) is written after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from transformers import TrainerCallback
+
+from agentcoder.tracking.records import atomic_write_json, read_json
+
+ADAPTER_DIR = "adapter"
+BEST_FILE = "best.json"
+
+
+class ValSelection(TrainerCallback):
+    """Every eval_steps (and at the end): val exact match; on improvement, save the adapter."""
+
+    def __init__(self, run_dir: Path, examples: list, tokenizer: Any, cfg: DictConfig, tag: str):
+        self.run_dir = run_dir
+        self.examples = examples
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.tag = tag
+        self.eval_steps = int(cfg.method.train.eval_steps)
+        self.trainer: Any = None  # set once the trainer exists (trainer.log needs it)
+        best = read_json(run_dir / BEST_FILE) or {}  # a resumed run keeps competing with its old best
+        self.best_score: float | None = best.get("val_exact_match")
+        self.best_step: int | None = best.get("step")
+        self.last_step: int | None = None
+        self.last_score: float | None = None
+        self.eval_time_s = 0.0
+
+    def score(self, model: Any, step: int) -> float:
+        from agentcoder.evaluation.evaluator import evaluate
+
+        t0 = time.perf_counter()
+        result = evaluate(
+            model, self.tokenizer, self.examples, tool_format=self.cfg.model.tool_format,
+            max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size,
+            progress=False, desc=f"val@{step}",
+        )
+        seconds = time.perf_counter() - t0
+        self.eval_time_s += seconds
+        em = float(result.metrics["overall"]["exact_match"])
+        self.last_step, self.last_score = step, em
+        if self.best_score is None or em > self.best_score:
+            save_adapter(model, self.tokenizer, self.run_dir / ADAPTER_DIR)
+            self.best_score, self.best_step = em, step
+            best = {"val_exact_match": em, "step": step, "n_val": len(self.examples)}
+            atomic_write_json(self.run_dir / BEST_FILE, best)
+        self.trainer.log({"val_exact_match": em, "val_best_exact_match": self.best_score, "val_s": seconds})
+        print(f"[{self.tag}] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
+        return em
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if self.examples and state.global_step % self.eval_steps == 0:
+            self.score(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if self.examples and self.last_step != state.global_step:
+            self.score(model, state.global_step)
+
+
+def save_adapter(model: Any, tokenizer: Any, target: Path) -> None:
+    """peft save_pretrained + tokenizer into TARGET, replacing it only once the new one is complete."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_adapter(target: Path) -> None:
+    """A kill between the two renames of save_adapter leaves only .adapter.old: put it back."""
+    old = target.with_name(f".{target.name}.old")
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+
+
+def keep_best(peft_model: Any, tokenizer: Any, run_dir: Path, selection: ValSelection, device: str) -> Path:
+    """Load the best adapter's weights into PEFT_MODEL (or save the final one when nothing was
+    selected, e.g. without a val split); returns the adapter folder."""
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    adapter_dir = run_dir / ADAPTER_DIR
+    if adapter_dir.is_dir() and selection.best_step is not None:
+        set_peft_model_state_dict(peft_model, load_peft_weights(str(adapter_dir), device=device))
+    else:
+        save_adapter(peft_model, tokenizer, adapter_dir)
+    return adapter_dir
