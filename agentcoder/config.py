@@ -105,7 +105,7 @@ class TrainParams:
     epochs: float = 3.0
     lr: float = 1.0e-4
     scheduler: str = "cosine"
-    warmup_steps: int = 10
+    warmup_ratio: float = 0.03  # share of the run's optimizer steps (transformers 5 has no warmup_ratio)
     batch_size: int = 8
     grad_accum: int = 1
     max_length: int | None = 1024
@@ -113,8 +113,9 @@ class TrainParams:
     gradient_checkpointing: Any = "auto"  # auto | true | false
     weight_decay: float = 0.0
     logging_steps: int = 5
-    eval_steps: int = 50
-    save_steps: int = 50
+    evaluations: int = 4  # val evaluations per run, evenly spaced (the last at the end)
+    eval_steps: int | None = None  # set: evaluate every eval_steps instead
+    save_steps: int | None = None  # null: checkpoint with every evaluation
     val_limit: int | None = 64
     max_steps: int = -1
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -175,37 +176,43 @@ class DebugMethod:
 
 
 @dataclass
-class LoraMethod:
-    name: str = "lora"
+class TrainedMethod:
+    """A method that trains a LoRA adapter: method.lora + the shared method.train."""
+
+    name: str = ""
     lora: LoraParams = field(default_factory=LoraParams)
     train: TrainParams = field(default_factory=TrainParams)
 
 
 @dataclass
-class DpoMethod:
-    name: str = "dpo"
+class LoraMethod(TrainedMethod):
+    name: str = "lora"
+
+
+@dataclass
+class StagedMethod(TrainedMethod):
+    """A method that starts from the LoRA (SFT) stage's adapter: DPO, PPO, GRPO."""
+
     init: str = "sft"  # sft: start from the LoRA stage's adapter | base: from the base model
-    lora: LoraParams = field(default_factory=LoraParams)
     train: TrainParams = field(default_factory=lambda: TrainParams(lr=5.0e-5))
+
+
+@dataclass
+class DpoMethod(StagedMethod):
+    name: str = "dpo"
     dpo: DpoParams = field(default_factory=DpoParams)
 
 
 @dataclass
-class PpoMethod:
+class PpoMethod(StagedMethod):
     name: str = "ppo"
-    init: str = "sft"
-    lora: LoraParams = field(default_factory=LoraParams)
-    train: TrainParams = field(default_factory=lambda: TrainParams(lr=5.0e-5))
     ppo: PpoParams = field(default_factory=PpoParams)
     reward: RewardWeights = field(default_factory=RewardWeights)
 
 
 @dataclass
-class GrpoMethod:
+class GrpoMethod(StagedMethod):
     name: str = "grpo"
-    init: str = "sft"
-    lora: LoraParams = field(default_factory=LoraParams)
-    train: TrainParams = field(default_factory=lambda: TrainParams(lr=5.0e-5))
     grpo: GrpoParams = field(default_factory=GrpoParams)
     reward: RewardWeights = field(default_factory=RewardWeights)
 
@@ -286,9 +293,13 @@ def _check_range(cfg: DictConfig) -> None:
         need("method.train.epochs", t.epochs > 0, "a positive number")
         need("method.train.batch_size", t.batch_size > 0, "a positive int")
         need("method.train.grad_accum", t.grad_accum > 0, "a positive int")
-        need("method.train.warmup_steps", t.warmup_steps >= 0, "an int >= 0")
-        need("method.train.eval_steps", t.eval_steps > 0, "a positive int")
-        need("method.train.save_steps", t.save_steps > 0, "a positive int")
+        need("method.train.warmup_ratio", 0.0 <= t.warmup_ratio <= 0.5, "a share of the run's steps in [0, 0.5]")
+        need("method.train.evaluations", t.evaluations > 0, "a positive int (val evaluations per run)")
+        need("method.train.logging_steps", t.logging_steps > 0, "a positive int")
+        if t.eval_steps is not None:
+            need("method.train.eval_steps", t.eval_steps > 0, "a positive int or null (spread by evaluations)")
+        if t.save_steps is not None:
+            need("method.train.save_steps", t.save_steps > 0, "a positive int or null (with every evaluation)")
         if t.max_length is not None:
             need("method.train.max_length", t.max_length > 0, "a positive int or null")
         gc = t.gradient_checkpointing

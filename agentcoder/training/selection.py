@@ -30,7 +30,7 @@ class ValSelection(TrainerCallback):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.tag = tag
-        self.eval_steps = int(cfg.method.train.eval_steps)
+        self.eval_steps: int | None = None  # set from the run's schedule (setup.plan_schedule)
         self.trainer: Any = None  # set once the trainer exists (trainer.log needs it)
         best = read_json(run_dir / BEST_FILE) or {}  # a resumed run keeps competing with its old best
         self.best_score: float | None = best.get("val_exact_match")
@@ -57,12 +57,16 @@ class ValSelection(TrainerCallback):
             self.best_score, self.best_step = em, step
             best = {"val_exact_match": em, "step": step, "n_val": len(self.examples)}
             atomic_write_json(self.run_dir / BEST_FILE, best)
+        # trainer.log resets control.should_log; inside on_step_end that would drop this step's loss.
+        control = self.trainer.control
+        should_log = control.should_log
         self.trainer.log({"val_exact_match": em, "val_best_exact_match": self.best_score, "val_s": seconds})
+        control.should_log = should_log
         print(f"[{self.tag}] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
         return em
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
-        if self.examples and state.global_step % self.eval_steps == 0:
+        if self.examples and self.eval_steps and state.global_step % self.eval_steps == 0:
             self.score(model, state.global_step)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001

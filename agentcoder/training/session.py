@@ -20,7 +20,13 @@ from omegaconf import DictConfig
 from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
 from agentcoder.training.selection import ValSelection, keep_best
-from agentcoder.training.setup import gradient_checkpointing, is_quantized, packing_layout, prepare_for_kbit
+from agentcoder.training.setup import (
+    gradient_checkpointing,
+    is_quantized,
+    packing_layout,
+    plan_schedule,
+    prepare_for_kbit,
+)
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -94,7 +100,10 @@ def fit(trainer: Any, selection: ValSelection, base: Base, record: RunRecord) ->
         print(f"[{selection.tag}] resuming from {checkpoint}")
         record.update(train={"resumed_from": checkpoint})
     n_trainable, n_total = trainer.model.get_nb_trainable_parameters()
-    record.update(train={"trainable_params": n_trainable, "total_params": n_total})
+    schedule = plan_schedule(selection.cfg, trainer)
+    selection.eval_steps = schedule["eval_steps"]
+    record.update(train={"trainable_params": n_trainable, "total_params": n_total, "schedule": schedule})
+    print(f"[{selection.tag}] schedule: {schedule}")
 
     if base.on_gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -102,16 +111,18 @@ def fit(trainer: Any, selection: ValSelection, base: Base, record: RunRecord) ->
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_time = time.perf_counter() - t0
     state = trainer.state
-    tokens = state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
+    # The state restored from a checkpoint carries the tokens of earlier attempts; speed is this attempt's.
+    attempt_tokens = state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
     pure_train = max(train_time - selection.eval_time_s, 1e-9)
     losses = [e["loss"] for e in state.log_history if "loss" in e]
     plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
     return {
         "train_time_s": round(train_time, 3),
         "val_eval_time_s": round(selection.eval_time_s, 3),
-        "train_tokens": int(tokens),
-        "train_tokens_per_s": round(tokens / pure_train, 2),
+        "train_tokens": int(state.num_input_tokens_seen),
+        "train_tokens_per_s": round(attempt_tokens / pure_train, 2),
         "steps": int(state.global_step),
+        "warmup_steps": schedule["warmup_steps"],
         "epochs": round(float(state.epoch or 0.0), 4),
         "final_train_loss": round(float(losses[-1] if losses else result.training_loss), 6),
         "best_val_exact_match": selection.best_score,

@@ -117,17 +117,17 @@ def trainer_args(cfg: DictConfig, output_dir: Path, *, on_gpu: bool, checkpointi
         "gradient_accumulation_steps": t.grad_accum,
         "learning_rate": t.lr,
         "lr_scheduler_type": t.scheduler,
-        "warmup_steps": t.warmup_steps,
+        "warmup_steps": 0,  # set by plan_schedule() once the run's step count is known
         "weight_decay": t.weight_decay,
         # TRL turns gradient checkpointing on by default (about 20-30% slower); see gradient_checkpointing().
-        "gradient_checkpointing": checkpointing,
+        _checkpointing_field(): checkpointing,
         # TRL defaults bf16=True even on CPU, where bf16 matmuls are slow on most x86 parts.
         "bf16": on_gpu and torch.cuda.is_bf16_supported(),
         "fp16": False,
         # Selection is our callback (exact match by generation), not the trainer's loss eval.
         "eval_strategy": "no",
         "save_strategy": "steps",
-        "save_steps": t.save_steps,
+        "save_steps": t.save_steps or 50,  # set by plan_schedule()
         "save_total_limit": 2,
         "logging_steps": t.logging_steps,
         "logging_first_step": True,
@@ -137,3 +137,33 @@ def trainer_args(cfg: DictConfig, output_dir: Path, *, on_gpu: bool, checkpointi
         "data_seed": cfg.seed,
         "disable_tqdm": False,
     }
+
+
+def _checkpointing_field() -> str:
+    # transformers 5.24 renamed gradient_checkpointing (now a deprecated alias); older 5.x lack the new name.
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def plan_schedule(cfg: DictConfig, trainer: Any) -> dict[str, int]:
+    """Fit warmup, evaluations and checkpoints to the run's length, once the trainer knows its data.
+
+    A fixed warmup of 10 steps in a 7-step run never reaches the peak learning rate, and a fixed
+    eval_steps of 50 never evaluates it: both scale with the run instead.  Sets trainer.args and
+    returns the plan (recorded in run.json).
+    """
+    import math
+
+    t = cfg.method.train
+    args = trainer.args
+    per_epoch = max(1, math.ceil(len(trainer.get_train_dataloader()) / args.gradient_accumulation_steps))
+    total = int(t.max_steps) if t.max_steps > 0 else max(1, math.ceil(float(t.epochs) * per_epoch))
+    eval_steps = int(t.eval_steps) if t.eval_steps else max(1, math.ceil(total / t.evaluations))
+    args.warmup_steps = math.ceil(t.warmup_ratio * total)
+    args.save_steps = int(t.save_steps) if t.save_steps else eval_steps
+    return {"total_steps": total, "warmup_steps": args.warmup_steps, "eval_steps": eval_steps,
+            "save_steps": args.save_steps}
