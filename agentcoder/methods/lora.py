@@ -30,6 +30,7 @@ from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
 from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, load_base
 from agentcoder.training.setup import lora_config, trainer_args
+from agentcoder.training.stages import register_sft
 
 TAG = "lora"
 
@@ -101,8 +102,10 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     )
     training = fit(trainer, selection, base, record)
 
-    # 5. test
-    return finish(
+    # 5. test; the adapter becomes the SFT stage that dpo/ppo/grpo runs with the same settings start from
+    result = finish(
         cfg, trainer.model, base, splits, record, selection, training,
         details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True)},
     )
+    register_sft(cfg, Path(result.artifacts["adapter"]), run_dir)
+    return result
