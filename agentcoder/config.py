@@ -106,9 +106,14 @@ class TrainParams:
     lr: float = 1.0e-4
     scheduler: str = "cosine"
     warmup_ratio: float = 0.03  # share of the run's optimizer steps (transformers 5 has no warmup_ratio)
-    batch_size: int = 8
+    # Rows per micro-batch; auto: tokens_per_batch // max_length (a token budget, not a row count).
+    batch_size: Any = "auto"
+    tokens_per_batch: int = 8192
     grad_accum: int = 1
-    max_length: int | None = 1024
+    # Tokens per example (prompt + answer); longer examples are dropped.  auto: the shortest multiple
+    # of 256 that keeps all but max_drop of the train examples, within the model's context.
+    max_length: Any = "auto"
+    max_drop: float = 0.02
     packing: str = "auto"  # auto | rows | flat | none (see agentcoder/training/setup.py)
     gradient_checkpointing: Any = "auto"  # auto | true | false
     weight_decay: float = 0.0
@@ -291,7 +296,11 @@ def _check_range(cfg: DictConfig) -> None:
         t = m.train
         need("method.train.lr", 0.0 < t.lr < 1.0, "a learning rate in (0, 1)")
         need("method.train.epochs", t.epochs > 0, "a positive number")
-        need("method.train.batch_size", t.batch_size > 0, "a positive int")
+        bs = t.batch_size
+        need("method.train.batch_size", bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs > 0),
+             "a positive int or auto (tokens_per_batch // max_length)")
+        need("method.train.tokens_per_batch", t.tokens_per_batch > 0, "a positive int")
+        need("method.train.max_drop", 0.0 <= t.max_drop <= 0.5, "a share of the train examples in [0, 0.5]")
         need("method.train.grad_accum", t.grad_accum > 0, "a positive int")
         need("method.train.warmup_ratio", 0.0 <= t.warmup_ratio <= 0.5, "a share of the run's steps in [0, 0.5]")
         need("method.train.evaluations", t.evaluations > 0, "a positive int (val evaluations per run)")
@@ -300,8 +309,10 @@ def _check_range(cfg: DictConfig) -> None:
             need("method.train.eval_steps", t.eval_steps > 0, "a positive int or null (spread by evaluations)")
         if t.save_steps is not None:
             need("method.train.save_steps", t.save_steps > 0, "a positive int or null (with every evaluation)")
-        if t.max_length is not None:
-            need("method.train.max_length", t.max_length > 0, "a positive int or null")
+        ml = t.max_length
+        need("method.train.max_length",
+             ml is None or ml == "auto" or (isinstance(ml, int) and not isinstance(ml, bool) and ml > 0),
+             "a positive int, auto or null")
         gc = t.gradient_checkpointing
         need("method.train.gradient_checkpointing", gc in ("auto", True, False), "one of auto, true, false")
         need("method.train.packing", t.packing == "none" or t.max_length is not None,

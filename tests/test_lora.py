@@ -256,3 +256,36 @@ def test_schedule_fits_a_short_run(tiny_model_dir, bfcl_cache, tmp_path):
     assert [e["step"] for e in log if "val_exact_match" in e] == [4, 7]
     assert (tmp_path / "checkpoints" / "checkpoint-4").is_dir()
     assert metrics["training"]["warmup_steps"] == 3
+
+
+def test_auto_lengths_keep_all_but_max_drop_and_hold_the_token_budget():
+    from agentcoder.training.setup import fit_lengths
+
+    lengths = [100] * 90 + [700] * 8 + [3000] * 2  # 2% very long
+    cfg, fitted = fit_lengths(compose_cfg("method=lora"), lengths)
+    assert fitted["max_length"] == 768 and cfg.method.train.max_length == 768  # 98% kept, a multiple of 256
+    assert cfg.method.train.batch_size == 8192 // 768
+    _, fitted = fit_lengths(compose_cfg("method=lora", "method.train.max_drop=0"), lengths)
+    assert fitted["max_length"] == 3072 and fitted["batch_size"] == 2  # long rows, small batches
+    short_context = compose_cfg(
+        "method=lora", "method.train.max_drop=0", "model.architecture.max_position_embeddings=2048"
+    )
+    _, fitted = fit_lengths(short_context, lengths)
+    assert fitted["max_length"] == 2048  # never beyond the model's context
+    explicit = compose_cfg("method=lora", "method.train.max_length=512", "method.train.batch_size=3")
+    _, fitted = fit_lengths(explicit, lengths)
+    assert (fitted["max_length"], fitted["batch_size"]) == (512, 3)  # explicit values win
+
+
+def test_too_long_examples_are_counted_per_category(tiny_model_dir, bfcl_cache):
+    from agentcoder.data import PromptFormat, load_splits
+    from agentcoder.data.rows import sft_rows, within_length
+    from agentcoder.models import load_tokenizer
+
+    cfg = lora_cfg(tiny_model_dir, bfcl_cache)
+    train = load_splits(cfg).train
+    rows, lengths = sft_rows(train, PromptFormat(load_tokenizer(cfg), "json"))
+    cut = sorted(lengths)[len(lengths) // 2]
+    ds, dropped = within_length(train, rows, lengths, cut)
+    assert len(ds) + sum(dropped.values()) == len(train) and sum(dropped.values()) == sum(n > cut for n in lengths)
+    assert set(dropped) <= {ex.category for ex in train}

@@ -12,6 +12,7 @@ its rows from it:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -55,17 +56,34 @@ class PromptFormat:
 
 
 def sft_dataset(examples: Iterable[Example], fmt: PromptFormat, max_length: int | None = None) -> Any:
-    """A datasets.Dataset of prompt/completion strings: TRL masks the prompt out of the loss.
+    """A datasets.Dataset of prompt/completion strings: TRL masks the prompt out of the loss."""
+    examples = list(examples)
+    return within_length(examples, *sft_rows(examples, fmt), max_length)[0]
 
-    Examples longer than MAX_LENGTH tokens are left out: truncation keeps the start, so they
-    would lose (part of) their answer and teach the model to stop mid-call or not at all.
+
+def sft_rows(examples: list[Example], fmt: PromptFormat) -> tuple[list[dict[str, str]], list[int]]:
+    """The SFT rows of EXAMPLES and their lengths in tokens (prompt + completion)."""
+    rows = [fmt.sft_row(ex) for ex in examples]
+    return rows, [fmt.n_tokens(r["prompt"] + r["completion"]) for r in rows]
+
+
+def within_length(
+    examples: list[Example], rows: list[dict], lengths: list[int], max_length: int | None
+) -> tuple[Any, dict[str, int]]:
+    """(a datasets.Dataset of the rows within MAX_LENGTH tokens, dropped examples per category).
+
+    Longer examples are left out: truncation keeps the start, so they would lose (part of) their
+    answer and teach the model to stop mid-call or not at all.
     """
     from datasets import Dataset
 
-    rows = [fmt.sft_row(ex) for ex in examples]
-    if max_length is not None:
-        rows = [r for r in rows if fmt.n_tokens(r["prompt"] + r["completion"]) <= max_length]
-    return Dataset.from_list(rows)
+    kept, dropped = [], Counter()
+    for ex, row, n in zip(examples, rows, lengths, strict=True):
+        if max_length is None or n <= max_length:
+            kept.append(row)
+        else:
+            dropped[ex.category] += 1
+    return Dataset.from_list(kept), dict(sorted(dropped.items()))
 
 
 def rl_dataset(examples: Iterable[Example], fmt: PromptFormat) -> Any:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
 from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, load_base
-from agentcoder.training.setup import lora_config, trainer_args
+from agentcoder.training.setup import fit_lengths, lora_config, trainer_args
 from agentcoder.training.stages import register_sft
 
 TAG = "lora"
@@ -73,11 +73,12 @@ def sft_trainer(base: Base, args: Any, train_ds: Any, peft_config: Any, callback
 def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
     """Train, select on val, test; EXTRA_CALLBACKS (TrainerCallbacks) are for tests and tools."""
     from agentcoder.data import PromptFormat, load_splits
-    from agentcoder.data.rows import sft_dataset
+    from agentcoder.data.rows import sft_rows, within_length
     from agentcoder.evaluation.evaluator import select_examples
+    from agentcoder.models import load_tokenizer
     from agentcoder.training.selection import ADAPTER_DIR, ValSelection, recover_adapter
 
-    run_dir, t = record.dir, cfg.method.train
+    run_dir = record.dir
     recover_adapter(run_dir / ADAPTER_DIR)
 
     # 1. data
@@ -86,13 +87,22 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     if not splits.train:
         raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
 
+    # Rows and their lengths decide max_length and the batch size (method.train.*=auto).
+    fmt = PromptFormat(load_tokenizer(cfg), cfg.model.tool_format)
+    rows, lengths = sft_rows(splits.train, fmt)
+    stage_cfg = cfg  # the settings as asked (auto included): what later stages look the adapter up by
+    cfg, fitted = fit_lengths(cfg, lengths)
+    train_ds, dropped = within_length(splits.train, rows, lengths, cfg.method.train.max_length)
+    if len(train_ds) == 0:
+        raise ValueError(f"every train example is longer than method.train.max_length={cfg.method.train.max_length}")
+    record.update(train={**fitted, "n_train": len(train_ds), "n_train_too_long": sum(dropped.values()),
+                         "too_long_by_category": dropped})
+    print(f"[{TAG}] max_length={fitted['max_length']} batch_size={fitted['batch_size']}: "
+          f"{len(train_ds)} train examples, {sum(dropped.values())} longer left out")
+
     # 2. model
     base = load_base(cfg, record, TAG)
-    train_ds = sft_dataset(splits.train, PromptFormat(base.tokenizer, cfg.model.tool_format), t.max_length)
-    if len(train_ds) == 0:
-        raise ValueError(f"every train example is longer than method.train.max_length={t.max_length}")
-    record.update(train={"n_train": len(train_ds), "n_train_too_long": len(splits.train) - len(train_ds)})
-    val_examples = select_examples(splits.val, t.val_limit)
+    val_examples = select_examples(splits.val, cfg.method.train.val_limit)
 
     # 3. trainer, 4. selection on val
     args = sft_config(cfg, run_dir / CHECKPOINT_DIR, base)
@@ -107,5 +117,5 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
         cfg, trainer.model, base, splits, record, selection, training,
         details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True)},
     )
-    register_sft(cfg, Path(result.artifacts["adapter"]), run_dir)
+    register_sft(stage_cfg, Path(result.artifacts["adapter"]), run_dir)
     return result

@@ -88,8 +88,10 @@ def gradient_checkpointing(cfg: DictConfig, model: Any, device: str) -> tuple[bo
     """
     t = cfg.method.train
     on_gpu = device.startswith("cuda")
-    row = int(t.max_length or 1024)
-    need = activation_bytes(model.config, t.batch_size * row, row, 2 if on_gpu else 4, on_gpu)
+    # Recipes resolve auto lengths first (fit_lengths); the fallbacks serve callers that do not.
+    row = t.max_length if isinstance(t.max_length, int) else 1024
+    rows = t.batch_size if isinstance(t.batch_size, int) else max(1, t.tokens_per_batch // row)
+    need = activation_bytes(model.config, rows * row, row, 2 if on_gpu else 4, on_gpu)
     budget = memory_budget_bytes(model, device)
     why = {"activation_estimate_gb": round(need / 1e9, 2), "memory_budget_gb": round(budget / 1e9, 2)}
     if t.gradient_checkpointing != "auto":
@@ -167,3 +169,31 @@ def plan_schedule(cfg: DictConfig, trainer: Any) -> dict[str, int]:
     args.save_steps = int(t.save_steps) if t.save_steps else eval_steps
     return {"total_steps": total, "warmup_steps": args.warmup_steps, "eval_steps": eval_steps,
             "save_steps": args.save_steps}
+
+
+def fit_lengths(cfg: DictConfig, lengths: list[int]) -> tuple[DictConfig, dict[str, Any]]:
+    """method.train.max_length and batch_size resolved for this run's train examples (token LENGTHS).
+
+    A fixed 1024 dropped a fifth of BFCL's train examples for SmolLM2 (mostly those with many tools),
+    skewing what the model learns; auto keeps all but max_drop, and batch_size auto holds the tokens
+    per micro-batch at tokens_per_batch, so long rows come in small batches.  Returns the config with
+    ints in place of auto, and the figures to record.
+    """
+    import math
+
+    from omegaconf import OmegaConf
+
+    t = cfg.method.train
+    max_length = t.max_length
+    if max_length == "auto":
+        ordered = sorted(lengths) or [1]
+        keep = ordered[max(0, math.ceil((1 - t.max_drop) * len(ordered)) - 1)]
+        max_length = 256 * math.ceil(keep / 256)
+        context = OmegaConf.select(cfg, "model.architecture.max_position_embeddings")
+        if context:
+            max_length = min(max_length, int(context))
+    longest = max_length or max(lengths, default=1)
+    batch_size = t.batch_size if t.batch_size != "auto" else max(1, t.tokens_per_batch // longest)
+    fitted = OmegaConf.merge(cfg, {"method": {"train": {"max_length": max_length, "batch_size": batch_size}}})
+    return fitted, {"max_length": max_length, "batch_size": batch_size,
+                    "max_length_auto": t.max_length == "auto", "batch_size_auto": t.batch_size == "auto"}
