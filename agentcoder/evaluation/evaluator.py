@@ -17,9 +17,9 @@ from typing import Any
 
 from agentcoder.data.example import Example
 from agentcoder.evaluation.generate import generate_batched
-from agentcoder.evaluation.matcher import match_calls
+from agentcoder.evaluation.matcher import PairingMode
 from agentcoder.evaluation.metrics import compute_metrics
-from agentcoder.evaluation.parser import parse_calls
+from agentcoder.evaluation.scoring import score_output
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -42,10 +42,9 @@ def select_examples(examples: Sequence[Example], limit: int | None) -> list[Exam
     return [e for e in examples if e.id in keep]
 
 
-def judge(example: Example, raw: str) -> dict[str, Any]:
-    """Parse one raw output and match it against the example's gold calls."""
-    parsed = parse_calls(raw)
-    verdict = match_calls(example.answer, example.tools, parsed)
+def judge(example: Example, raw: str, *, parallel_matching: PairingMode = "optimal") -> dict[str, Any]:
+    """Parse one raw output and match it against the example's gold calls (a predictions row's verdict)."""
+    parsed, verdict = score_output(example.answer, example.tools, raw, parallel_matching=parallel_matching)
     return {
         "status": parsed.status,
         "calls": [asdict(c) for c in parsed.calls],
