@@ -480,7 +480,8 @@ def test_element_types_and_variable_references(gold_args: dict, pred_args: dict,
 
 
 def test_raw_bfcl_type_names_read_through_the_schema_table() -> None:
-    raw = [{"name": "f", "parameters": {"type": "dict", "properties": {"v": {"type": "tuple", "items": {"type": "float"}}}}}]
+    prop = {"type": "tuple", "items": {"type": "float"}}
+    raw = [{"name": "f", "parameters": {"type": "dict", "properties": {"v": prop}}}]
     assert match_calls([GoldCall("f", {"v": [[1.5]]})], raw, calls(("f", {"v": [1]}))).reason == "wrong_type:v"
     assert match_calls([GoldCall("f", {"v": [[1.5]]})], raw, calls(("f", {"v": [1.5]}))).correct
 
