@@ -67,3 +67,30 @@ def test_chunked_generation_with_dropped_rows_matches_one_call_per_prompt(tiny, 
         assert got[i].output_tokens == len(tokens)
         assert got[i].text == tok.decode(tokens, skip_special_tokens=True)
     assert got[4].batch_size == 1 and got[0].batch_size == 4
+
+
+def test_evaluate_records_throughput_probe_latency_and_pairing(tiny) -> None:
+    from agentcoder.data.example import Example, GoldCall
+    from agentcoder.evaluation.evaluator import evaluate, latency_probe_ids
+
+    model, tok = tiny
+    tools = [{"name": "add", "description": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}]
+    examples = [
+        Example(f"ex{i}", "test", "simple" if i % 2 else "irrelevance",
+                [{"role": "user", "content": f"add {i}"}], tools, [GoldCall("add", {"a": [i]})] if i % 2 else [])
+        for i in range(6)
+    ]  # fmt: skip
+    result = evaluate(model, tok, examples, tool_format="json", max_new_tokens=6, latency_probe=2,
+                      parallel_matching="greedy", progress=False)
+    probe = latency_probe_ids(examples, 2)
+    assert len(probe) == 2 and probe == latency_probe_ids(list(reversed(examples)), 2)  # a fixed choice
+    rows = {r["id"]: r for r in result.rows}
+    assert all(rows[i]["latency_s"] > 0 for i in probe)
+    assert all(r["latency_s"] is None for i, r in rows.items() if i not in probe)
+    assert all(r["ms_per_example"] > 0 for r in rows.values())
+    overall = result.metrics["overall"]
+    assert overall["latency_n"] == 2 and overall["latency_p95_s"] >= overall["latency_p50_s"] > 0
+    assert overall["ms_per_example"] == pytest.approx(1000 * overall["wall_time_s"] / 6, rel=0.01)
+    assert overall["exact_match_n"] == 6 and len(overall["exact_match_ci"]) == 2
+    assert result.metrics["parallel_matching"] == "greedy"
