@@ -16,6 +16,10 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
+
+# Run as a file, the script must still import this checkout's agentcoder (not an installed one).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
