@@ -59,16 +59,17 @@ def main() -> None:
         arm = arms[name]
         gen_mod.CHUNK_TOKENS = arm["chunk"]
         load0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = evaluate(model, tok, examples, tool_format=cfg.model.tool_format,
                           max_new_tokens=args.max_new_tokens, batch_size=arm["batch_size"],
                           token_budget=arm["token_budget"], progress=False)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         verdicts = [r["correct"] for r in result.rows]
         first = first or verdicts
         same = sum(a == b for a, b in zip(first, verdicts, strict=True))
         em = result.metrics["overall"]["exact_match"]
-        print(f"{name:12s} wall {wall:7.1f} s  {len(examples) / wall:6.3f} ex/s  EM {em:.3f}  "
+        # CPU seconds (all threads) are less inflated than wall time when other jobs share the cores.
+        print(f"{name:12s} wall {wall:7.1f} s  cpu {cpu:7.1f} s  {len(examples) / wall:6.3f} ex/s  EM {em:.3f}  "
               f"same verdicts as first arm {same}/{len(examples)}  load {load0:.1f}->{os.getloadavg()[0]:.1f}",
               flush=True)
     sys.stdout.flush()
