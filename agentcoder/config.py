@@ -88,6 +88,9 @@ class EvalConfig:
     max_new_tokens: int = 128
     # The metric the Hydra task returns, so an optimizing sweeper (e.g. Optuna) can maximise it.
     objective: str = "exact_match"
+    token_budget: Any = "auto"  # int or "auto": prompt + new tokens per generate() batch
+    parallel_matching: str = "optimal"  # optimal | greedy (BFCL's first-fit pairing)
+    latency_probe: int = 8  # examples timed one at a time for single-request latency (0: off)
 
 
 @dataclass
@@ -248,6 +251,7 @@ _CHOICES = {
     "model.init": ("pretrained", "random"),
     "data.source": ("embedded", "hub"),
     "eval.split": ("train", "val", "test"),
+    "eval.parallel_matching": ("optimal", "greedy"),
     "quant.bnb_4bit_quant_type": ("nf4", "fp4"),
     "quant.bnb_4bit_compute_dtype": ("bfloat16", "float16", "float32"),
     "method.train.scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
@@ -276,6 +280,9 @@ def _check_range(cfg: DictConfig) -> None:
     bs = cfg.eval.batch_size
     need("eval.batch_size", bs == "auto" or (isinstance(bs, int) and bs > 0), "a positive int or 'auto'")
     need("eval.max_new_tokens", cfg.eval.max_new_tokens > 0, "a positive int")
+    tb = cfg.eval.token_budget
+    need("eval.token_budget", tb == "auto" or (isinstance(tb, int) and tb > 0), "a positive int or 'auto'")
+    need("eval.latency_probe", cfg.eval.latency_probe >= 0, "an int >= 0 (0 turns the probe off)")
     if cfg.eval.limit is not None:
         need("eval.limit", cfg.eval.limit > 0, "a positive int or null")
     ratios = cfg.data.split

@@ -31,7 +31,7 @@ def per_example_loop(model, tokenizer, prompts: list[str], max_new_tokens: int) 
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                  do_sample=False, eos_token_id=stop, pad_token_id=stop[0])
-        texts.append(tokenizer.decode(_until_stop(out[0, ids.shape[1]:].tolist(), stop), skip_special_tokens=True))
+        texts.append(tokenizer.decode(_until_stop(out[0, ids.shape[1]:].tolist(), stop)[1], skip_special_tokens=True))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return texts, time.perf_counter() - t0

@@ -51,6 +51,8 @@ def test_lora_hyperparameters_show_in_cfg_job():
         (["method=nope"], ["method=nope", "baseline", "lora"]),
         (["-m", "data_fraction=0.1,1.5"], ["data_fraction=1.5"]),
         (["eval.batch_size=0"], ["eval.batch_size"]),
+        (["eval.parallel_matching=best"], ["eval.parallel_matching='best'", "optimal, greedy"]),
+        (["eval.token_budget=0"], ["eval.token_budget=0", "positive int or 'auto'"]),
         (["method=lora", "method.train.packing=true"], ["method.train.packing", "auto, rows, flat, none"]),
         (["method=lora", "method.train.gradient_checkpointing=sometimes"],
          ["method.train.gradient_checkpointing='sometimes'", "auto, true, false"]),

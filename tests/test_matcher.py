@@ -424,3 +424,89 @@ def test_values_equal(a: Any, b: Any, equal: bool) -> None:
 
 def test_normalize_string() -> None:
     assert normalize_string("New-York, N.Y./A_B*C^D 'q'") == 'newyorknyabcd"q"'
+
+
+# --- BFCL's list element types and variable references (issue 12)
+
+ARRAYS = [
+    {
+        "name": "stats",
+        "description": "stats",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "vals": {"type": "array", "items": {"type": "number"}},
+                "names": {"type": "array", "items": {"type": "string"}},
+                "data": {"type": "array", "items": {"type": "number"}},
+                "year": {"type": "integer"},
+                "ratio": {"type": "number"},
+            },
+            "required": [],
+        },
+    }
+]
+
+ELEMENT_AND_VARIABLE_CASES = [
+    # (id, gold arguments, predicted arguments, reason)
+    ("float_list_of_floats", {"vals": [[3.0, 2.0, -4.0]]}, {"vals": [3.0, 2.0, -4.0]}, None),
+    ("float_list_given_ints", {"vals": [[3.0, 2.0, -4.0]]}, {"vals": [3, 2, -4]}, "wrong_type:vals"),
+    ("float_list_one_int", {"vals": [[3.0, 2.5]]}, {"vals": [3, 2.5]}, "wrong_type:vals"),
+    ("float_list_gold_ints", {"vals": [[3, 2, -4]]}, {"vals": [3, 2, -4]}, None),
+    ("float_list_bool_element", {"vals": [[1.0]]}, {"vals": [True]}, "wrong_type:vals"),
+    ("string_list_int_element", {"names": [["a", "b"]]}, {"names": ["a", 5]}, "wrong_type:names"),
+    ("string_list_lenient_values", {"names": [["New York"]]}, {"names": ["new york"]}, None),
+    ("int_for_float_top_level", {"ratio": [2.0]}, {"ratio": 2}, None),
+    ("variable_exact", {"data": ["data['sales']"]}, {"data": "data['sales']"}, None),
+    ("variable_case", {"data": ["data['sales']"]}, {"data": "Data['sales']"}, "wrong_value:data"),
+    ("variable_quotes", {"data": ["data['sales']"]}, {"data": 'data["sales"]'}, "wrong_value:data"),
+    ("variable_spaces", {"data": ["data['sales']"]}, {"data": "data[ 'sales' ]"}, "wrong_value:data"),
+    ("variable_schema_type_value", {"data": ["data['sales']"]}, {"data": [1.0, 2.0]}, "wrong_value:data"),
+    ("variable_other_type", {"data": ["data['sales']"]}, {"data": 5}, "wrong_type:data"),
+    ("dontcare_exact", {"year": ["dontcare"]}, {"year": "dontcare"}, None),
+    ("dontcare_case", {"year": ["dontcare"]}, {"year": "DontCare"}, "wrong_value:year"),
+    ("dontcare_punct", {"year": ["dontcare"]}, {"year": "dont-care"}, "wrong_value:year"),
+    ("integer_not_variable", {"year": [2024]}, {"year": 2024}, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("gold_args", "pred_args", "reason"),
+    [c[1:] for c in ELEMENT_AND_VARIABLE_CASES],
+    ids=[c[0] for c in ELEMENT_AND_VARIABLE_CASES],
+)
+def test_element_types_and_variable_references(gold_args: dict, pred_args: dict, reason: str | None) -> None:
+    verdict = match_calls([GoldCall("stats", gold_args)], ARRAYS, calls(("stats", pred_args)))
+    assert (verdict.correct, verdict.reason) == (reason is None, reason)
+
+
+def test_raw_bfcl_type_names_read_through_the_schema_table() -> None:
+    prop = {"type": "tuple", "items": {"type": "float"}}
+    raw = [{"name": "f", "parameters": {"type": "dict", "properties": {"v": prop}}}]
+    assert match_calls([GoldCall("f", {"v": [[1.5]]})], raw, calls(("f", {"v": [1]}))).reason == "wrong_type:v"
+    assert match_calls([GoldCall("f", {"v": [[1.5]]})], raw, calls(("f", {"v": [1.5]}))).correct
+
+
+# Gold A accepts x=1 or 2, gold B only x=1; the prediction lists x=1 first.
+FIRST_FIT_TRAP = ([g("pick", x=[1, 2]), g("pick", x=[1])], calls(("pick", {"x": 1}), ("pick", {"x": 2})))
+
+
+@pytest.mark.parametrize(
+    ("mode", "correct", "reason"), [("optimal", True, None), ("greedy", False, "wrong_value:x")]
+)
+def test_parallel_matching_modes(mode: str, correct: bool, reason: str | None) -> None:
+    gold, parsed = FIRST_FIT_TRAP
+    verdict = match_calls(gold, TOOLS, parsed, parallel_matching=mode)
+    assert (verdict.correct, verdict.reason, verdict.function_match) == (correct, reason, True)
+    # Both modes count the same arguments; greedy pairs (A, x=1) then (B, x=2): 1 of 2 right.
+    assert (verdict.params_correct, verdict.params_total) == ((2, 2) if correct else (1, 2))
+
+
+def test_greedy_accepts_what_first_fit_can_pair() -> None:
+    gold = [WEATHER, g("get_time")]
+    parsed = calls(("get_time", {}), ("get_weather", {"city": "paris"}))
+    assert match_calls(gold, TOOLS, parsed, parallel_matching="greedy") == Verdict(True, None, True, 2, 2)
+
+
+def test_unknown_pairing_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="parallel_matching='best'"):
+        match_calls([WEATHER], TOOLS, calls(("get_weather", {"city": "Paris"})), parallel_matching="best")

@@ -42,7 +42,7 @@ def test_a_sweeper_receives_the_objective_metric_and_run_json_holds_the_resolved
     metrics = json.loads((tmp_path / "1" / "metrics.json").read_text())
     assert metrics["schema_version"] == 1
     assert set(metrics) == {"schema_version", "method", "split", "model", "overall", "per_category", "training",
-                            "artifacts", "details"}
+                            "artifacts", "details", "evaluation"}
 
 
 @dataclass

@@ -151,7 +151,7 @@ FAILURES = [
 def test_failures_carry_a_reason(text: str, reason: str) -> None:
     result = parse_calls(text)
     assert result.status == "failure"
-    assert result.calls == []
+    assert result.calls == ()  # immutable: a tuple
     assert result.reason == reason
 
 
@@ -173,7 +173,7 @@ def test_hostile_text_is_data_never_run(template: str, tmp_path) -> None:
     result = parse_calls(template.format(p=target))
     # Code that is not a plain call may read as "no call" or as a failure, but never as calls.
     assert result.status in ("failure", "no_call")
-    assert result.calls == []
+    assert result.calls == ()  # immutable: a tuple
     assert not target.exists()
 
 
@@ -184,4 +184,4 @@ def test_hostile_argument_reports_non_literal() -> None:
 def test_string_values_are_kept_verbatim() -> None:
     # The parser must not normalise: the matcher decides what is lenient.
     result = parse_calls("[f(s=\"New York, NY\", t='It\\'s')]")
-    assert result.calls == [ToolCall("f", {"s": "New York, NY", "t": "It's"})]
+    assert result.calls == (ToolCall("f", {"s": "New York, NY", "t": "It's"}),)

@@ -31,5 +31,6 @@ def test_default_run_end_to_end(tmp_path):
     assert overall["n"] == 6 and 0.0 <= overall["exact_match"] <= 1.0
     assert overall["mean_output_tokens"] > 0 and overall["examples_per_s"] > 0
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and all(r["raw"] is not None and r["latency_s"] > 0 for r in rows)
+    assert len(rows) == 6 and all(r["raw"] is not None and r["ms_per_example"] > 0 for r in rows)
+    assert overall["latency_n"] == 6 and overall["latency_p50_s"] > 0  # the probe: every example, alone
     assert "overall" in proc.stdout and " EM " in proc.stdout  # the printed metrics table

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agentcoder.data.example import Example, GoldCall
+from agentcoder.data.example import Example
 from agentcoder.evaluation.generate import generate_batched
-from agentcoder.evaluation.matcher import Verdict, match_calls
+from agentcoder.evaluation.matcher import PairingMode
 from agentcoder.evaluation.metrics import compute_metrics
-from agentcoder.evaluation.parser import ParseResult, parse_calls
+from agentcoder.evaluation.scoring import score_output
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -42,16 +42,9 @@ def select_examples(examples: Sequence[Example], limit: int | None) -> list[Exam
     return [e for e in examples if e.id in keep]
 
 
-def score_output(answer: Sequence[GoldCall], tools: list[dict], raw: str) -> tuple[ParseResult, Verdict]:
-    """Parse one raw output and match it against the gold calls: the one scoring path that the
-    evaluation (`judge`) and the training reward (reward.py) share.  Nothing is executed."""
-    parsed = parse_calls(raw)
-    return parsed, match_calls(list(answer), tools, parsed)
-
-
-def judge(example: Example, raw: str) -> dict[str, Any]:
-    """Parse one raw output and match it against the example's gold calls."""
-    parsed, verdict = score_output(example.answer, example.tools, raw)
+def judge(example: Example, raw: str, *, parallel_matching: PairingMode = "optimal") -> dict[str, Any]:
+    """Parse one raw output and match it against the example's gold calls (a predictions row's verdict)."""
+    parsed, verdict = score_output(example.answer, example.tools, raw, parallel_matching=parallel_matching)
     return {
         "status": parsed.status,
         "calls": [asdict(c) for c in parsed.calls],
@@ -73,6 +66,12 @@ def peak_memory_bytes(device: Any) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def latency_probe_ids(examples: Sequence[Example], k: int) -> set[str]:
+    """The K examples timed alone: a fixed choice by id hash, so runs probe the same prompts."""
+    ranked = sorted(examples, key=lambda e: hashlib.sha256(f"latency:{e.id}".encode()).hexdigest())
+    return {e.id for e in ranked[: max(0, k)]}
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -81,17 +80,29 @@ def evaluate(
     tool_format: str,
     max_new_tokens: int,
     batch_size: int | str = "auto",
+    token_budget: int | str | None = "auto",
+    latency_probe: int = 0,
+    parallel_matching: PairingMode = "optimal",
     progress: bool = True,
     desc: str = "eval",
 ) -> EvalResult:
+    """Generate for every example, judge it, and compute the metrics.
+
+    LATENCY_PROBE examples (a fixed choice) are generated one at a time after the batched rest;
+    their rows carry `latency_s`, the single-request latency. Every row carries `ms_per_example`,
+    its share of its batch's wall time (throughput).
+    """
     from agentcoder.data.prompts import render_prompt
 
     prompts = [render_prompt(ex, tokenizer, tool_format) for ex in examples]
+    probe = latency_probe_ids(examples, latency_probe) if latency_probe else set()
+    solo = [i for i, ex in enumerate(examples) if ex.id in probe]
     device = next(model.parameters()).device
     rows: list[dict[str, Any] | None] = [None] * len(examples)
     t0 = time.perf_counter()
     for gen in generate_batched(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc=desc
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, token_budget=token_budget,
+        solo=solo, progress=progress, desc=desc,
     ):
         ex = examples[gen.index]
         rows[gen.index] = {
@@ -100,15 +111,17 @@ def evaluate(
             "prompt_tokens": gen.prompt_tokens,
             "output_tokens": gen.output_tokens,
             "raw": gen.text,
-            **judge(ex, gen.text),
+            **judge(ex, gen.text, parallel_matching=parallel_matching),
             "expects_call": ex.expects_call,
             "n_gold_calls": len(ex.answer),
-            "latency_s": round(gen.latency_s, 6),
+            "ms_per_example": round(1000 * gen.seconds, 3),
+            "latency_s": round(gen.seconds, 6) if ex.id in probe else None,
         }
     wall = time.perf_counter() - t0
     done = [r for r in rows if r is not None]
     metrics = compute_metrics(done, wall_time_s=wall, peak_memory_bytes=peak_memory_bytes(device))
     metrics["overall"]["wall_time_s"] = round(wall, 3)
+    metrics["parallel_matching"] = parallel_matching
     return EvalResult(metrics=metrics, rows=done)
 
 
@@ -124,7 +137,8 @@ def evaluate_run(cfg: Any, model: Any, tokenizer: Any, splits: Any, run_dir: Pat
     examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
     result = evaluate(
         model, tokenizer, examples, tool_format=cfg.model.tool_format, max_new_tokens=cfg.eval.max_new_tokens,
-        batch_size=cfg.eval.batch_size, desc=f"eval {cfg.eval.split}",
+        batch_size=cfg.eval.batch_size, token_budget=cfg.eval.token_budget, latency_probe=cfg.eval.latency_probe,
+        parallel_matching=cfg.eval.parallel_matching, desc=f"eval {cfg.eval.split}",
     )
     write_predictions(Path(run_dir) / PREDICTIONS_FILE, result.rows)
     return result

@@ -1,14 +1,26 @@
-"""Fast batched greedy generation: length-sorted batches, left padding, stop at EOS."""
+"""Fast batched greedy generation: batches by a token budget, left padding, finished rows dropped.
+
+A batch holds rows of similar prompt length (longest first, so an out-of-memory shows up at once)
+while rows x (longest prompt + max_new_tokens) stays within the token budget: short prompts go in
+wide batches, long prompts in narrow ones, and no batch pads many short rows to one long prompt.
+Generation runs in chunks of new tokens; between chunks the rows that reached EOS leave the batch
+(their cache rows are dropped), so a batch is not held open for its slowest row at full width.
+Progress counts examples and generated tokens and is refreshed while a batch is running.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 CPU_BATCH = 8
 GPU_BATCH = 64
+CPU_TOKEN_BUDGET = 4096
+GPU_TOKEN_BUDGET = 65536
+CHUNK_TOKENS = 32  # new tokens per generate() call between drops of finished rows
+_REFRESH_S = 2.0  # the progress line is redrawn at least this often while tokens are produced
 
 
 @dataclass
@@ -17,7 +29,8 @@ class Generation:
     text: str
     prompt_tokens: int
     output_tokens: int
-    latency_s: float  # the batch's wall time divided by its size
+    seconds: float  # the batch's wall time divided by its size (for a batch of one: its latency)
+    batch_size: int
 
 
 def resolve_batch_size(batch_size: int | str, device: Any) -> int:
@@ -26,10 +39,37 @@ def resolve_batch_size(batch_size: int | str, device: Any) -> int:
     return GPU_BATCH if str(device).startswith("cuda") else CPU_BATCH
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first (so OOM shows up at once)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+def resolve_token_budget(token_budget: int | str | None, device: Any) -> int | None:
+    if token_budget is None or token_budget != "auto":
+        return None if token_budget is None else int(token_budget)
+    return GPU_TOKEN_BUDGET if str(device).startswith("cuda") else CPU_TOKEN_BUDGET
+
+
+def plan_batches(
+    lengths: Sequence[int],
+    *,
+    max_new_tokens: int,
+    max_rows: int,
+    token_budget: int | None,
+    solo: Collection[int] = (),
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first, each within the budget.
+
+    A row that alone exceeds the budget still gets a batch of its own. SOLO indices each get a
+    batch of one, last (when the model is warm), for single-request latency.
+    """
+    order = sorted((i for i in range(len(lengths)) if i not in solo), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            cur = batches[-1]
+            width = lengths[cur[0]] + max_new_tokens  # the first row is the longest
+            fits = token_budget is None or (len(cur) + 1) * width <= token_budget
+            if len(cur) < max_rows and fits:
+                cur.append(i)
+                continue
+        batches.append([i])
+    return batches + [[i] for i in sorted(solo)]
 
 
 def _model_device(model: Any) -> Any:
@@ -43,58 +83,124 @@ def generate_batched(
     *,
     max_new_tokens: int,
     batch_size: int | str = "auto",
+    token_budget: int | str | None = "auto",
+    solo: Collection[int] = (),
     progress: bool = True,
     desc: str = "generate",
 ) -> Iterator[Generation]:
     """Yield one Generation per prompt (in batch order, each with its input index)."""
-    import torch
     from tqdm.auto import tqdm
 
     device = _model_device(model)
-    size = resolve_batch_size(batch_size, device)
     # The prompts already hold the chat template's special tokens.
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    batches = plan_batches(
+        [len(e) for e in encoded], max_new_tokens=max_new_tokens, max_rows=resolve_batch_size(batch_size, device),
+        token_budget=resolve_token_budget(token_budget, device), solo=set(solo),
+    )  # fmt: skip
     eos_ids = _stop_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="ex")
+    meter = _TokenMeter(bar)
     try:
-        for batch in length_sorted_batches([len(e) for e in encoded], size):
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding keeps every prompt's end aligned
-                seq = encoded[i]
-                ids[row, width - len(seq) :] = torch.tensor(seq)
-                mask[row, width - len(seq) :] = 1
+        for batch in batches:
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    num_beams=1,
-                    eos_token_id=eos_ids,
-                    pad_token_id=pad_id,
-                )
+            new = _generate_rows(model, [encoded[i] for i in batch], max_new_tokens, eos_ids, pad_id, device, meter)
             elapsed = time.perf_counter() - t0
-            new = out[:, width:].tolist()
             for row, i in enumerate(batch):
-                tokens = _until_stop(new[row], eos_ids)
                 yield Generation(
                     index=i,
-                    text=tokenizer.decode(tokens, skip_special_tokens=True),
+                    text=tokenizer.decode(new[row], skip_special_tokens=True),
                     prompt_tokens=len(encoded[i]),
-                    output_tokens=len(tokens),
-                    latency_s=elapsed / len(batch),
+                    output_tokens=len(new[row]),
+                    seconds=elapsed / len(batch),
+                    batch_size=len(batch),
                 )
             bar.update(len(batch))
     finally:
         bar.close()
         if was_training:
             model.train()
+
+
+def _generate_rows(
+    model: Any, seqs: list[list[int]], max_new_tokens: int, eos_ids: list[int], pad_id: int, device: Any,
+    meter: _TokenMeter,
+) -> list[list[int]]:
+    """Greedy continuations of SEQS (cut at the first stop token), finished rows dropped between chunks."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):  # left padding keeps every prompt's end aligned
+        ids[row, width - len(seq) :] = torch.tensor(seq)
+        mask[row, width - len(seq) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    outputs: list[list[int]] = [[] for _ in seqs]
+    live = list(range(len(seqs)))  # input rows still generating, in tensor row order
+    cache = None
+    produced = 0
+    with torch.inference_mode():
+        while live and produced < max_new_tokens:
+            step = min(CHUNK_TOKENS, max_new_tokens - produced)
+            meter.rows = len(live)
+            resume = {} if cache is None else {_cache_kwarg(): cache}
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=step, do_sample=False, num_beams=1,
+                eos_token_id=eos_ids, pad_token_id=pad_id, return_dict_in_generate=True, streamer=meter, **resume,
+            )  # fmt: skip
+            new = out.sequences[:, ids.shape[1] :]
+            produced += step
+            keep: list[int] = []
+            for pos, tokens in enumerate(new.tolist()):
+                done, tokens = _until_stop(tokens, eos_ids)
+                outputs[live[pos]].extend(tokens)
+                if not done and new.shape[1] == step:
+                    keep.append(pos)
+            if not keep or produced >= max_new_tokens:
+                break
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            if len(keep) < len(live):
+                # Rows that stopped leave the batch: their cache rows go with them.
+                cache.batch_select_indices(torch.tensor(keep, device=device))
+            sel = torch.tensor(keep, device=device)
+            ids = out.sequences.index_select(0, sel)
+            mask = torch.cat([mask, torch.ones_like(new)], dim=1).index_select(0, sel)
+            live = [live[p] for p in keep]
+    return outputs
+
+
+def _cache_kwarg() -> str:
+    # transformers 5.24 renamed generate()'s `past_key_values` to `cache` (the old name warns).
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+class _TokenMeter:
+    """A generate() streamer that counts new tokens and keeps the progress line moving mid-batch."""
+
+    def __init__(self, bar: Any):
+        self.bar = bar
+        self.rows = 0
+        self.tokens = 0
+        self._calls = 0
+        self._last = time.monotonic()
+
+    def put(self, value: Any) -> None:
+        if value.dim() > 1:  # the prompt, sent once per generate() call
+            return
+        self.tokens += self.rows
+        now = time.monotonic()
+        if now - self._last >= _REFRESH_S:
+            self._last = now
+            self.bar.set_postfix_str(f"{self.tokens} new tokens", refresh=True)
+
+    def end(self) -> None:
+        self.bar.set_postfix_str(f"{self.tokens} new tokens", refresh=False)
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -109,8 +215,9 @@ def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
-def _until_stop(tokens: list[int], stop_ids: list[int]) -> list[int]:
+def _until_stop(tokens: list[int], stop_ids: list[int]) -> tuple[bool, list[int]]:
+    """(stopped, the tokens before the first stop token)."""
     for pos, tok in enumerate(tokens):
         if tok in stop_ids:
-            return tokens[:pos]
-    return tokens
+            return True, tokens[:pos]
+    return False, tokens

@@ -8,14 +8,21 @@ Accepted formats: JSON objects/lists of calls (also with "parameters" for "argum
 given as a JSON string, and OpenAI `{"type": "function", "function": {...}}` wrappers), Qwen-style
 `<tool_call>` blocks, Python call syntax `[f(a=1), g(b="x")]` (read with `ast`, arguments only
 through `ast.literal_eval`), all of these inside code fences or prose.
+
+Any text gives one of the three outcomes, never an exception, in bounded work: only the first
+MAX_CHARS characters are read (like a generation cut there), scans are iterative and never restart
+inside a region already read, and argument values are plain JSON (nested at most MAX_DEPTH deep,
+integers of at most MAX_INT_BITS bits, finite floats); anything else is a failure with a reason.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentcoder.data.example import ToolCall
@@ -23,57 +30,88 @@ from agentcoder.data.example import ToolCall
 Status = Literal["calls", "no_call", "failure"]
 
 
-@dataclass
+MAX_CHARS = 32_768  # ~8k tokens: far beyond an answer, small enough to bound the work per output
+MAX_DEPTH = 64  # nesting of argument values; deeper is not a plausible call
+MAX_INT_BITS = 4096  # ~1,233 decimal digits; Python refuses to print ints past 4,300 digits
+
+
+@dataclass(frozen=True)
 class ParseResult:
+    """The outcome of parsing one output; immutable, so the shared no-call result stays as it is."""
+
     status: Status
-    calls: list[ToolCall] = field(default_factory=list)
+    calls: tuple[ToolCall, ...] = ()
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "calls", tuple(self.calls))
 
 
 _NO_CALL = ParseResult("no_call")
 
 _TOOL_OPEN = "<tool_call>"
 _TOOL_CLOSE = "</tool_call>"
-_FENCE = "```"
 _FENCE_LANG = re.compile(r"[A-Za-z_][\w+-]*")
 # Start of something that is unmistakably an attempted JSON call, even if it does not decode.
 _JSON_CALL_START = re.compile(r"""\[?\s*\{\s*["']?(?:name|function|type)["']?\s*:""")
+# Could a JSON value start here at all? Most brackets in prose cannot, and need no decode attempt.
+_JSON_VALUE_START = re.compile(r"""\{\s*["}]|\[\s*(?:[\]"\-\d\[tfnNI]|\{\s*["}])""")
+# Decode attempts at brackets that do not start a call, per payload: each failed one costs a scan
+# (json's error message counts lines up to it), so a hostile run of brackets must not pay each.
+MAX_DATA_DECODES = 256
 _PY_LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\(")
 # No space before "(": prose such as "I (the assistant)" must not read as a call.
 _PY_CALL_START = re.compile(r"[A-Za-z_][\w.]*\(")
 _POSTFIX = re.compile(r"\.[A-Za-z_]\w*|(?=[(\[])")
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+# A fence opens a line or ends one: "```" inside a string argument is neither.
+_FENCE_MARK = re.compile(r"^[ \t]*```|```(?=[ \t]*(?:\n|$))", re.MULTILINE)
 
 
 def parse_calls(text: str) -> ParseResult:
     """Parse a model's answer into tool calls, a plain answer ("no_call"), or a failure with a reason."""
-    text = text or ""
+    text = (text or "")[:MAX_CHARS] if isinstance(text, str) else ""
     # Reasoning may quote JSON or calls that were considered and dropped; only the answer counts.
-    text = _THINK.sub("", text)
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    if "<think>" in text:
+    text = _strip_think(text)
+    if _THINK_CLOSE in text:
+        text = text.rsplit(_THINK_CLOSE, 1)[1]
+    if _THINK_OPEN in text:
         return ParseResult("failure", reason="truncated")
     if _TOOL_OPEN in text:
         return _parse_tool_call_blocks(text)
     return _parse_body(text)
 
 
+def _strip_think(text: str) -> str:
+    """Drop every closed <think>...</think> block, in one pass (an unclosed one stays)."""
+    kept: list[str] = []
+    pos = 0
+    while True:
+        start = text.find(_THINK_OPEN, pos)
+        end = -1 if start < 0 else text.find(_THINK_CLOSE, start + len(_THINK_OPEN))
+        if end < 0:
+            kept.append(text[pos:])
+            return "".join(kept)
+        kept.append(text[pos:start])
+        pos = end + len(_THINK_CLOSE)
+
+
 def _parse_tool_call_blocks(text: str) -> ParseResult:
     results: list[ParseResult] = []
-    rest = text
-    while _TOOL_OPEN in rest:
-        rest = rest.split(_TOOL_OPEN, 1)[1]
-        if _TOOL_CLOSE in rest:
-            content, rest = rest.split(_TOOL_CLOSE, 1)
-            inner = _parse_body(content)
+    pos = text.find(_TOOL_OPEN)
+    while pos >= 0:
+        start = pos + len(_TOOL_OPEN)
+        end = text.find(_TOOL_CLOSE, start)
+        if end >= 0:
+            inner = _parse_body(text[start:end])
             if inner.status == "no_call":
                 inner = ParseResult("failure", reason="empty_tool_call")
             results.append(inner)
+            pos = text.find(_TOOL_OPEN, end + len(_TOOL_CLOSE))
         else:
             # Generation often stops on the closing tag itself; accept a complete call, but a
             # broken one in an unclosed block is reported as such.
-            inner = _parse_body(rest)
+            inner = _parse_body(text[start:])
             if inner.status != "calls":
                 inner = ParseResult("failure", reason="unclosed_tool_call")
             results.append(inner)
@@ -83,7 +121,7 @@ def _parse_tool_call_blocks(text: str) -> ParseResult:
 
 def _parse_body(text: str) -> ParseResult:
     """Code fences first (their content is the answer), then the prose around them."""
-    parts = text.split(_FENCE)
+    parts = _FENCE_MARK.split(text)
     if len(parts) == 1:
         return _parse_payload(text)
     fenced = [_strip_fence_lang(p) for p in parts[1::2]]
@@ -116,15 +154,31 @@ def _parse_payload(text: str) -> ParseResult:
     i = 0
     n = len(s)
     at_line_start = True
+    # Ends of regions already read without finding a call (data that did not decode, a call-like
+    # span that did not parse): only a call-shaped start is tried again inside them, so a run of
+    # unclosed brackets costs one scan, not one per bracket.
+    data_until = 0
+    bare_until = 0
+    data_decodes = 0
     while i < n:
         c = s[i]
         found: tuple[list[ToolCall] | str, int] | None = None
         if c == "[" and _PY_LIST_START.match(s, i):
             found = _python_list_at(s, i)
         elif c in "{[":
-            found = _json_at(s, i, payload_start=(i == 0))
-        elif at_line_start and _PY_CALL_START.match(s, i):
+            call_like = i == 0 or _JSON_CALL_START.match(s, i) is not None
+            may_decode = i >= data_until and data_decodes < MAX_DATA_DECODES and _JSON_VALUE_START.match(s, i)
+            if call_like or may_decode:
+                data_decodes += not call_like
+                got, end = _json_at(s, i, payload_start=(i == 0))
+                if got is None:
+                    data_until = max(data_until, end)
+                else:
+                    found = got, end
+        elif at_line_start and i >= bare_until and _PY_CALL_START.match(s, i):
             found = _bare_calls_at(s, i)
+            if isinstance(found, int):
+                bare_until, found = found, None
         if found is None:
             at_line_start = c == "\n" or (at_line_start and c in " \t")
             i += 1
@@ -167,14 +221,27 @@ def _scan_close(s: str, i: int) -> int | None:
 # ---------------------------------------------------------------- JSON
 
 
-def _json_at(s: str, i: int, *, payload_start: bool) -> tuple[list[ToolCall] | str, int] | None:
+_DECODER = json.JSONDecoder()
+
+
+def _json_at(s: str, i: int, *, payload_start: bool) -> tuple[list[ToolCall] | str | None, int]:
+    """(calls or a failure reason, end); (None, end of the region read) when no call starts at i."""
     try:
-        obj, end = json.JSONDecoder().raw_decode(s, i)
-    except (json.JSONDecodeError, RecursionError):
-        return _broken_json_at(s, i, payload_start=payload_start)
-    if not _is_call_shaped(obj):
-        return [], end  # ordinary data in prose: skip it whole so its inner objects are not re-read
-    return _calls_from_obj(obj), end
+        obj, end = _DECODER.raw_decode(s, i)
+    except json.JSONDecodeError as e:
+        failed_at: int | None = e.pos
+    except (ValueError, RecursionError):  # an int past Python's digit limit; nesting past C's
+        failed_at = None
+    else:
+        if not _is_call_shaped(obj):
+            return [], end  # ordinary data in prose: skip it whole so its inner objects are not re-read
+        return _calls_from_obj(obj), end
+    found = _broken_json_at(s, i, payload_start=payload_start)
+    if found is not None:
+        return found
+    if failed_at is None:
+        failed_at = _scan_close(s, i) or len(s)
+    return None, max(failed_at, i + 1)
 
 
 def _broken_json_at(s: str, i: int, *, payload_start: bool) -> tuple[list[ToolCall] | str, int] | None:
@@ -188,7 +255,7 @@ def _broken_json_at(s: str, i: int, *, payload_start: bool) -> tuple[list[ToolCa
         return "truncated", len(s)
     # Python-literal spelling (single quotes, True/None, trailing commas) is unambiguous enough.
     try:
-        obj = ast.literal_eval(s[i:end])
+        obj = ast.literal_eval(_parse_expr(s[i:end]))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return "invalid_json", end
     if not _is_call_shaped(obj):
@@ -220,6 +287,7 @@ def _is_call_dict(obj: Any) -> bool:
 
 
 def _calls_from_obj(obj: Any) -> list[ToolCall] | str:
+    """Calls from decoded JSON (or a Python literal of the same shape); values become plain JSON."""
     items = obj if isinstance(obj, list) else [obj]
     calls: list[ToolCall] = []
     for item in items:
@@ -251,14 +319,26 @@ def _call_from_dict(obj: Any) -> ToolCall | str:
         else:
             try:
                 args = json.loads(args)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):
                 return "invalid_json"
     if not isinstance(args, dict):
         return "bad_arguments"
-    return ToolCall(name.strip(), args)
+    plain = _plain(args)
+    if plain is _TOO_LARGE:
+        return "value_too_large"
+    if plain is _NOT_LITERAL:
+        return "unsupported_value"
+    return ToolCall(name.strip(), plain)
 
 
 # ---------------------------------------------------------------- Python call syntax
+
+
+def _parse_expr(text: str) -> ast.Expression:
+    # Model text may hold invalid escapes ("\d"); Python warns about them, which is noise here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(text, mode="eval")
 
 
 def _python_list_at(s: str, i: int) -> tuple[list[ToolCall] | str, int]:
@@ -266,7 +346,7 @@ def _python_list_at(s: str, i: int) -> tuple[list[ToolCall] | str, int]:
     if end is None:
         return "truncated", len(s)
     try:
-        tree = ast.parse(s[i:end], mode="eval")
+        tree = _parse_expr(s[i:end])
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return "bad_call_syntax", end
     body = tree.body
@@ -281,11 +361,12 @@ def _python_list_at(s: str, i: int) -> tuple[list[ToolCall] | str, int]:
     return calls, end
 
 
-def _bare_calls_at(s: str, i: int) -> tuple[list[ToolCall] | str, int] | None:
+def _bare_calls_at(s: str, i: int) -> tuple[list[ToolCall] | str, int] | int:
     """Calls written one per line (or `;`-separated).
 
     A line holding only calls is an attempt, so a broken one is a failure; a line with more text
-    after the call is prose mentioning a function ("print() is built in") unless the call is clean.
+    after the call is prose mentioning a function ("print() is built in") unless the call is clean;
+    then the end of the span read is returned, so no line inside it is tried again.
     """
     spans: list[tuple[int, int]] = []
     j = i
@@ -307,14 +388,14 @@ def _bare_calls_at(s: str, i: int) -> tuple[list[ToolCall] | str, int] | None:
     for start, end in spans:
         call = _parse_call_text(s[start:end])
         if isinstance(call, str):
-            return (call, end) if only_calls else None
+            return (call, end) if only_calls else k
         calls.append(call)
     return calls, k
 
 
 def _parse_call_text(text: str) -> ToolCall | str:
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = _parse_expr(text)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return "bad_call_syntax"
     return _call_from_node(tree.body)
@@ -350,6 +431,8 @@ def _call_from_node(node: ast.expr) -> ToolCall | str:
         if kw.arg is None:  # **kwargs
             return "bad_call_syntax"
         value = _literal(kw.value)
+        if value is _TOO_LARGE:
+            return "value_too_large"
         if value is _NOT_LITERAL:
             return "non_literal_argument"
         args[kw.arg] = value
@@ -357,15 +440,19 @@ def _call_from_node(node: ast.expr) -> ToolCall | str:
 
 
 def _dotted_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted_name(node.value)
-        return None if base is None else f"{base}.{node.attr}"
-    return None
+    # Iterative: a name of a thousand dotted segments must not exhaust the stack.
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
 
 
-_NOT_LITERAL = object()
+_NOT_LITERAL = object()  # no JSON counterpart (sets, bytes, complex, code)
+_TOO_LARGE = object()  # nested past MAX_DEPTH, an int past MAX_INT_BITS
 _JSON_NAMES = {"true": True, "false": False, "null": None}
 
 
@@ -377,21 +464,45 @@ def _literal(node: ast.expr) -> Any:
         value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return _NOT_LITERAL
-    return _to_json_value(value)
+    return _plain(value)
 
 
-def _to_json_value(value: Any) -> Any:
+def _plain(value: Any, depth: int = 0) -> Any:
+    """VALUE as plain JSON (tuples become lists, scalar keys strings), or _NOT_LITERAL / _TOO_LARGE.
+
+    The recursion stops at MAX_DEPTH, so it is bounded whatever the input.
+    """
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= MAX_INT_BITS else _TOO_LARGE
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NOT_LITERAL
+    if depth >= MAX_DEPTH and isinstance(value, list | tuple | dict):
+        return _TOO_LARGE
     if isinstance(value, list | tuple):
-        items = [_to_json_value(v) for v in value]
-        return _NOT_LITERAL if any(v is _NOT_LITERAL for v in items) else items
+        items = []
+        for v in value:
+            pv = _plain(v, depth + 1)
+            if pv is _NOT_LITERAL or pv is _TOO_LARGE:
+                return pv
+            items.append(pv)
+        return items
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            jv = _to_json_value(v)
-            if jv is _NOT_LITERAL or not isinstance(k, str | int | float | bool):
+            if isinstance(k, int | float) and not isinstance(k, bool):
+                k = _plain(k)
+                if k is _NOT_LITERAL or k is _TOO_LARGE:
+                    return k
+                k = json.dumps(k)
+            elif isinstance(k, bool):
+                k = json.dumps(k)
+            elif not isinstance(k, str):
                 return _NOT_LITERAL
-            out[k if isinstance(k, str) else json.dumps(k)] = jv
+            pv = _plain(v, depth + 1)
+            if pv is _NOT_LITERAL or pv is _TOO_LARGE:
+                return pv
+            out[k] = pv
         return out
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    return _NOT_LITERAL  # sets, bytes, complex: no JSON counterpart
+    return _NOT_LITERAL

@@ -29,9 +29,9 @@ from typing import Any
 
 from agentcoder.config import RewardWeights
 from agentcoder.data.example import GoldCall
-from agentcoder.evaluation.evaluator import score_output
 from agentcoder.evaluation.matcher import Verdict
 from agentcoder.evaluation.parser import ParseResult
+from agentcoder.evaluation.scoring import score_output
 
 RewardFn = Callable[..., list[float]]
 

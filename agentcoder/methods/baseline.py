@@ -24,9 +24,8 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     record.update(model=loaded.info)
 
     evaluation = evaluate_run(cfg, loaded.model, loaded.tokenizer, splits, record.dir)
-    result = MethodResult(
-        method="baseline", split=cfg.eval.split, model=loaded.info.get("label"),
-        overall=evaluation.metrics["overall"], per_category=evaluation.metrics["per_category"],
+    result = MethodResult.from_evaluation(
+        "baseline", cfg.eval.split, loaded.info.get("label"), evaluation.metrics,
         artifacts={"predictions": str(record.dir / PREDICTIONS_FILE)},
     )
     print(format_table(result.to_metrics()))

@@ -28,6 +28,15 @@ class MethodResult:
     training: dict[str, Any] | None = None
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path (predictions, adapter, ...)
     details: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # how it was scored, e.g. parallel_matching
+
+    @classmethod
+    def from_evaluation(cls, method: str, split: str | None, model: str | None, metrics: dict[str, Any],
+                        **rest: Any) -> MethodResult:
+        """A result from an evaluation's metrics ({"overall", "per_category", scoring settings...})."""
+        settings = {k: v for k, v in metrics.items() if k not in ("overall", "per_category")}
+        return cls(method=method, split=split, model=model, overall=metrics["overall"],
+                   per_category=metrics.get("per_category", {}), evaluation=settings, **rest)
 
     def objective(self, key: str) -> float | None:
         """The overall metric KEY as a float (what the Hydra task returns to a sweeper), None if absent."""
@@ -46,4 +55,5 @@ class MethodResult:
             "training": self.training,
             "artifacts": self.artifacts,
             "details": self.details,
+            "evaluation": self.evaluation,
         }

@@ -155,12 +155,8 @@ def finish(
     test_model = peft_model if is_quantized(cfg) else peft_model.merge_and_unload()
     evaluation = evaluate_run(cfg, test_model, base.tokenizer, splits, run_dir)
     record.update(train=training)
-    result = MethodResult(
-        method=method,
-        split=cfg.eval.split,
-        model=f"{base.info.get('label')}+{method}",
-        overall=evaluation.metrics["overall"],
-        per_category=evaluation.metrics["per_category"],
+    result = MethodResult.from_evaluation(
+        method, cfg.eval.split, f"{base.info.get('label')}+{method}", evaluation.metrics,
         training=training,
         artifacts={
             "adapter": str(adapter_dir), "predictions": str(run_dir / PREDICTIONS_FILE),
