@@ -15,7 +15,7 @@ import pytest
 
 from agentcoder.compare.__main__ import main
 from agentcoder.compare.diff import diff_runs
-from agentcoder.compare.plots import plot_accuracy
+from agentcoder.compare.plots import accuracy_rows, plot_accuracy
 from agentcoder.compare.runs import ACCURACIES, FilterError, filter_runs, load_runs, parse_where
 from agentcoder.compare.stats import example_terms, mcnemar_exact, paired_difference, wilson
 from agentcoder.compare.tables import comparison_table, display_table, failures_table, reasons_table, set_notes
@@ -155,8 +155,12 @@ def test_cli_writes_csv_markdown_plots_and_report(grid, tmp_path, capsys):
 
 def test_accuracy_plot_leaves_random_init_out(grid, tmp_path):
     table = comparison_table(load_runs([grid]), resamples=200)
-    assert plot_accuracy(table[table["init"] == "random"], tmp_path / "a.png") is None
-    assert plot_accuracy(table, tmp_path / "b.png") is not None
+    rows, random_only = accuracy_rows(table)
+    assert len(rows) == 4 and set(rows["init"]) == {"pretrained"} and not random_only
+    # A smoke grid of random-init models only still gets its figure, marked as such.
+    rows, random_only = accuracy_rows(table[table["init"] == "random"])
+    assert len(rows) == 1 and random_only
+    assert plot_accuracy(table[table["init"] == "random"], tmp_path / "a.png").stat().st_size > 10_000
 
 
 def test_where_filters_by_column_and_config_key(grid, tmp_path, capsys):
@@ -253,3 +257,27 @@ def test_metrics_json_new_shape_is_read(grid):
     run_dir = next(p.parent for p in grid.rglob("metrics.json") if "schema_version" in json.loads(p.read_text()))
     runs = [r for r in load_runs([grid]) if r.dir == run_dir]
     assert runs[0].row["split"] == "test" and runs[0].config["method.train.lr"] == 1e-4
+
+
+def test_other_hyperparameters_are_rows_not_seeds_and_baseline_ignores_the_fraction(tmp_path):
+    for seed, lr, k in ((1, 1e-4, 5), (2, 1e-4, 7), (1, 1e-3, 9)):
+        run = write_run(tmp_path / f"lora-{seed}-{lr}", seed=seed, correct=with_accuracy(10, k))
+        rec = json.loads((run / "run.json").read_text())
+        rec["config"]["method"]["train"]["lr"] = lr
+        rec["config_hash"] += str(lr)
+        (run / "run.json").write_text(json.dumps(rec))
+    write_run(tmp_path / "base-0.1", method="baseline", fraction=0.1, correct=with_accuracy(10, 1),
+              ended_at="2026-11-26T10:00:00")
+    write_run(tmp_path / "base-1.0", method="baseline", fraction=1.0, correct=with_accuracy(10, 2),
+              ended_at="2026-11-26T11:00:00")
+    runs = load_runs([tmp_path])
+    table = comparison_table(runs)
+    lora = table[table["method"] == "lora"].set_index("variant")
+    assert lora.loc["method.train.lr=0.0001", "seeds"] == "1,2"
+    assert lora.loc["method.train.lr=0.0001", "exact_match_mean"] == pytest.approx(0.6)
+    assert lora.loc["method.train.lr=0.001", "exact_match_mean"] == pytest.approx(0.9)
+    assert "variant" in display_table(table).columns
+    base = _row(table, method="baseline")
+    assert base["runs"] == 1 and base["exact_match_mean"] == pytest.approx(0.2)  # the later run counts once
+    dup = failures_table(runs)
+    assert list(dup["status"]) == ["duplicate"] and dup.iloc[0]["run_dir"].endswith("base-0.1")

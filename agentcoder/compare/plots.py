@@ -57,12 +57,22 @@ def _series_label(row: pd.Series, many_models: bool, many_sets: bool) -> str:
     return label
 
 
+def accuracy_rows(table: pd.DataFrame, metric: str = "exact_match") -> tuple[pd.DataFrame, bool]:
+    """The rows the accuracy figure shows: pretrained models only; random-init rows only when there is
+    nothing else (a smoke grid), and then the figure says so in red."""
+    if table.empty:
+        return table, False
+    measured = table[table[f"{metric}_mean"].notna()]
+    pretrained = measured[measured["init"] != "random"]
+    return (pretrained, False) if len(pretrained) or measured.empty else (measured, True)
+
+
 def plot_accuracy(table: pd.DataFrame, path: Path, metric: str = "exact_match") -> Path | None:
     """Accuracy vs data fraction: a panel per quant, a line per method (95% interval as error bars).
 
     Untrained methods (baseline) have no fraction: a dashed level with its interval shaded.
     """
-    df = table[(table["init"] != "random") & table[f"{metric}_mean"].notna()] if not table.empty else table
+    df, random_only = accuracy_rows(table, metric)
     if df.empty:
         return None
     plt = _plt()
@@ -106,7 +116,10 @@ def plot_accuracy(table: pd.DataFrame, path: Path, metric: str = "exact_match") 
     n = df["n"].dropna()
     sizes = "/".join(str(int(v)) for v in sorted(n.unique(), reverse=True))
     fig.suptitle(f"Test {metric.replace('_', ' ')} vs training data (n={sizes} test examples; mean over seeds)")
-    fig.tight_layout()
+    if random_only:
+        fig.text(0.5, 0.005, "random-init models only: a pipeline check, not a measure of skill",
+                 ha="center", va="bottom", color="red", fontsize=11)
+    fig.tight_layout(rect=(0, 0.05 if random_only else 0, 1, 1))
     return _save(fig, path)
 
 

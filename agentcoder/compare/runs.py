@@ -161,8 +161,12 @@ def load_run(run_dir: Path) -> Run:
         row["error"] = row["error"] or "no end recorded: still running, or killed"
 
     overall = overall or {}
-    for key in (*ACCURACIES, "n", "latency_p50_s", "latency_p95_s", "wall_time_s"):
+    for key in (*ACCURACIES, "n", "latency_p50_s", "latency_p95_s", "ms_per_example", "wall_time_s"):
         row[key] = overall.get(key)
+    for key in ACCURACIES:
+        # Newer metrics carry each share's count and Wilson interval (used when predictions are missing).
+        row[f"{key}_n"] = overall.get(f"{key}_n")
+        row[f"{key}_ci"] = overall.get(f"{key}_ci")
     row["train_time_s"] = training.get("train_time_s")
     row["train_steps"] = training.get("steps")
     eval_peak, train_peak = overall.get("peak_memory_bytes"), training.get("peak_memory_bytes")
@@ -199,6 +203,41 @@ def drop_superseded(runs: list[Run]) -> list[Run]:
         if run.row["status"] == "completed" and h and latest[h] is not run:
             run.row["status"] = "superseded"
             run.row["error"] = f"same config as the later run {latest[h].dir}"
+    return runs
+
+
+# Config keys that never make two runs different experiments (where files go, how resume works).
+_NOT_EXPERIMENT = ("seed", "resume", "resume_from", "cache_dir", "method.train.report_to", "eval.batch_size")
+
+
+def mark_variants(runs: list[Run], key: Any) -> list[Run]:
+    """Split runs that share KEY(row) by the config keys in which they differ (`variant`, e.g.
+    `method.train.lr=0.001`), so other hyperparameters are never averaged as if they were seeds;
+    then, within one variant, a second completed run of the same seed is a `duplicate` (e.g. a baseline
+    run at data_fraction 0.1 and 1.0: nothing is trained, so it is the same measurement twice)."""
+    groups: dict[Any, list[Run]] = {}
+    for run in runs:
+        run.row.setdefault("variant", "")
+        if run.row["status"] == "completed":
+            groups.setdefault(key(run.row), []).append(run)
+    for members in groups.values():
+        keys = sorted(set().union(*(r.config.keys() for r in members)))
+        differ = [
+            k for k in keys
+            if k not in _NOT_EXPERIMENT and not k.startswith("hydra.") and (k != "data_fraction" or
+                                                                             members[0].row["method"] not in UNTRAINED)
+            and len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in members}) > 1
+        ]
+        for run in members:
+            run.row["variant"] = " ".join(f"{k}={run.config.get(k)}" for k in differ)
+        latest: dict[tuple, Run] = {}
+        for run in sorted(members, key=lambda r: str(r.row.get("ended_at") or "")):
+            latest[(run.row["variant"], run.row.get("seed"))] = run
+        for run in members:
+            keep = latest[(run.row["variant"], run.row.get("seed"))]
+            if keep is not run:
+                run.row["status"] = "duplicate"
+                run.row["error"] = f"same configuration and seed as {keep.dir}"
     return runs
 
 

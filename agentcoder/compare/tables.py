@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agentcoder.compare.runs import ACCURACIES, UNTRAINED, Run
+from agentcoder.compare.runs import ACCURACIES, UNTRAINED, Run, mark_variants
 from agentcoder.compare.stats import DEFAULT_RESAMPLES, bootstrap_indices, bootstrap_interval, example_terms, wilson
 
-GROUP_KEYS = ("model", "init", "method", "quant", "data", "data_fraction", "split", "example_set")
+GROUP_KEYS = ("model", "init", "method", "quant", "data", "data_fraction", "split", "example_set", "variant")
 # Non-accuracy columns averaged over seeds.
-MEASURES = ("latency_p50_s", "latency_p95_s", "train_time_s", "peak_memory_bytes")
+MEASURES = ("latency_p50_s", "latency_p95_s", "ms_per_example", "train_time_s", "peak_memory_bytes")
 LABELS = {
     "exact_match": "EM", "function_selection": "func", "parameter_accuracy": "params",
     "multi_call_accuracy": "multi", "irrelevance_accuracy": "irrel", "parse_failure_rate": "parse fail",
@@ -60,6 +60,7 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
     eligible examples is known (exact match and parse failures: all n).  A share of exactly 0 or 1
     leaves the bootstrap no spread to measure, so it gets Wilson's interval too.
     """
+    mark_variants(runs, lambda row: _group_key(row)[:-1])
     completed = [r for r in runs if r.row["status"] == "completed"]
     others: dict[tuple, Counter] = {}
     for r in runs:
@@ -94,8 +95,11 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
                 if lo == hi and metric != "parameter_accuracy":
                     # All-right or all-wrong: every resample agrees, yet 0/50 is not a certain 0%.
                     lo, hi = wilson(out[f"{metric}_mean"] * den.sum(axis=1).mean(), int(den.sum(axis=1).mean()))
-            elif metric in ("exact_match", "parse_failure_rate") and out["n"]:
-                lo, hi = wilson(out[f"{metric}_mean"] * out["n"], int(out["n"]))
+            elif len(members) == 1 and members[0].row.get(f"{metric}_ci"):
+                lo, hi = members[0].row[f"{metric}_ci"]
+            elif members[0].row.get(f"{metric}_n") or (metric in ("exact_match", "parse_failure_rate") and out["n"]):
+                n = int(members[0].row.get(f"{metric}_n") or out["n"])
+                lo, hi = wilson(out[f"{metric}_mean"] * n, n)
             else:
                 lo = hi = math.nan
             out[f"{metric}_lo"], out[f"{metric}_hi"] = lo, hi
@@ -113,6 +117,7 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
 
 def failures_table(runs: list[Run]) -> pd.DataFrame:
     """Runs that are not in the means: failed, running (or killed), incomplete, superseded, unreadable."""
+    mark_variants(runs, lambda row: _group_key(row)[:-1])  # duplicates are listed here too
     cols = ["status", "method", "model", "quant", "data_fraction", "seed", "error", "started_at", "run_dir"]
     rows = [{c: r.row.get(c) for c in cols} for r in runs if r.row["status"] != "completed"]
     return pd.DataFrame(rows, columns=cols)
@@ -214,6 +219,8 @@ def display_table(table: pd.DataFrame, sep: str = " ") -> pd.DataFrame:
     out["p95 s"] = table["latency_p95_s_mean"].map(_num)
     out["train s"] = table["train_time_s_mean"].map(lambda x: _num(x, 0))
     out["peak GiB"] = table["peak_memory_bytes_mean"].map(lambda x: _num(x / 2**30 if x == x else x))
+    if (table["variant"] != "").any():
+        out.insert(4, "variant", table["variant"])
     if table["example_set"].nunique(dropna=False) > 1:
         out["set"] = table["example_set"].fillna("-")
     out["status"] = table["status"]
