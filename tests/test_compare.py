@@ -151,6 +151,8 @@ def test_cli_writes_csv_markdown_plots_and_report(grid, tmp_path, capsys):
     assert "- dpo: not yet run" in report and "**grpo**: not yet run" in report
     assert "lora vs baseline, smollm2-135m quant=none, fraction 1" in report
     assert "(accuracy_vs_fraction.png)" in report and "## Not in the means" in report
+    # 25% -> 75% on the same 20 examples: a paired interval that excludes 0.
+    assert "| smollm2-135m | none | 1 | 25.0 | 75.0 | +50.0 [" in report and "**beyond the interval**" in report
 
 
 def test_accuracy_plot_leaves_random_init_out(grid, tmp_path):

@@ -89,5 +89,5 @@ def test_real_sweep_on_a_tiny_model_then_compare(tiny_model_dir, tmp_path):
     assert "not yet run" in (out / "report.md").read_text()
     diff = subprocess.run(
         [sys.executable, "-m", "agentcoder.compare", "--diff", *table.loc[["baseline", "lora"], "run_dirs"].map(
-            lambda d: d.split(" ")[0]), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            lambda d: d.split(";")[0]), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert diff.returncode == 0 and "McNemar" in diff.stdout, diff.stderr

@@ -17,7 +17,7 @@ import pandas as pd
 from agentcoder.compare.plots import ACCURACY_PNG, CURVES_PNG, EFFICIENCY_PNG
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.stats import paired_difference
-from agentcoder.compare.tables import display_table, fraction_label, percent_frame, to_markdown
+from agentcoder.compare.tables import RUN_DIRS_SEP, display_table, fraction_label, percent_frame, to_markdown
 
 PREFERENCE_METHODS = ("dpo", "ppo", "grpo")
 
@@ -27,7 +27,8 @@ def _pct(x: float) -> str:
 
 
 def _preds(row: pd.Series, by_dir: dict[str, Run]) -> list[list[dict]]:
-    return [by_dir[d].predictions for d in str(row["run_dirs"]).split(" ") if by_dir.get(d) and by_dir[d].predictions]
+    dirs = str(row["run_dirs"]).split(RUN_DIRS_SEP)
+    return [by_dir[d].predictions for d in dirs if by_dir.get(d) and by_dir[d].predictions]
 
 
 def _compare(a: pd.Series, b: pd.Series, by_dir: dict[str, Run]) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def _compare(a: pd.Series, b: pd.Series, by_dir: dict[str, Run]) -> dict[str, An
         return out
     d = paired_difference(pa, pb)
     out.update(diff=d["diff"], lo=d["lo"], hi=d["hi"])
-    out["verdict"] = "**beyond the interval**" if d["beyond"] else "within the interval"
+    out["verdict"] = "**beyond the interval**" if d["beyond"] else "not beyond the interval (it includes 0)"
     return out
 
 
@@ -118,8 +119,9 @@ def _efficiency_heads(table: pd.DataFrame) -> list[str]:
 def _efficiency_section(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
-    lines = ["| model | method | quant | fraction | latency p50 s | latency p95 s | peak memory GiB | train time s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | method | quant | fraction | latency p50 s | latency p95 s | ms / example (batched) "
+             "| peak memory GiB | train time s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def cell(r: pd.Series, col: str, scale: float = 1.0, digits: int = 2) -> str:
         m, s = r[f"{col}_mean"], r[f"{col}_std"]
@@ -129,9 +131,10 @@ def _efficiency_section(table: pd.DataFrame) -> str:
 
     for _, r in table.iterrows():
         model = r["model"] + (" (random-init)" if r["init"] == "random" else "")
-        lines.append(f"| {model} | {r['method']} | {r['quant']} | {fraction_label(r['data_fraction'])} | "
-                     f"{cell(r, 'latency_p50_s')} | {cell(r, 'latency_p95_s')} | "
-                     f"{cell(r, 'peak_memory_bytes', 1 / 2**30)} | {cell(r, 'train_time_s', digits=0)} |")
+        cells = [model, r["method"], r["quant"], fraction_label(r["data_fraction"]), cell(r, "latency_p50_s"),
+                 cell(r, "latency_p95_s"), cell(r, "ms_per_example", digits=0),
+                 cell(r, "peak_memory_bytes", 1 / 2**30), cell(r, "train_time_s", digits=0)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -154,6 +154,9 @@ def load_run(run_dir: Path) -> Run:
         row["data_fraction"] = float(row["data_fraction"])
     overall = (metrics or {}).get("overall") if isinstance((metrics or {}).get("overall"), dict) else None
     training = (metrics or {}).get("training") or rec.get("train") or {}
+    if row["status"] == "skipped" and overall is not None:
+        # A re-run sweep skipped this job: the dir still holds the earlier completed run.
+        row["status"] = "completed"
     if row["status"] == "completed" and overall is None:
         row["status"] = "incomplete"
         row["error"] = row["error"] or "completed without metrics.json"

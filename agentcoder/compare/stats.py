@@ -110,12 +110,10 @@ def paired_difference(
 
     A and B are lists of runs (seeds), each a list of prediction rows over the same example ids.
     """
-    na, da = example_terms(a, metric)
-    nb, db = example_terms([*b], metric)
-    ids_a = sorted({str(r["id"]) for r in a[0]})
-    ids_b = sorted({str(r["id"]) for r in b[0]})
-    if ids_a != ids_b:
+    if {str(r["id"]) for r in a[0]} != {str(r["id"]) for r in b[0]}:
         raise ValueError("paired_difference needs both sides evaluated on the same examples")
+    na, da = example_terms(a, metric)
+    nb, db = example_terms(b, metric)
     diff = float(_seed_mean_ratio(nb, db) - _seed_mean_ratio(na, da))
     idx = bootstrap_indices(na.shape[1], resamples, seed)
     boot = _seed_mean_ratio(nb[:, idx], db[:, idx]) - _seed_mean_ratio(na[:, idx], da[:, idx])

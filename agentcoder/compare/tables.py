@@ -18,6 +18,7 @@ from agentcoder.compare.runs import ACCURACIES, UNTRAINED, Run, mark_variants
 from agentcoder.compare.stats import DEFAULT_RESAMPLES, bootstrap_indices, bootstrap_interval, example_terms, wilson
 
 GROUP_KEYS = ("model", "init", "method", "quant", "data", "data_fraction", "split", "example_set", "variant")
+RUN_DIRS_SEP = ";"  # between the run dirs of one row (paths may hold spaces)
 # Non-accuracy columns averaged over seeds.
 MEASURES = ("latency_p50_s", "latency_p95_s", "ms_per_example", "train_time_s", "peak_memory_bytes")
 LABELS = {
@@ -110,7 +111,7 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
         # Runs of the same configuration that are not in the means, e.g. "3 ok, 1 failed".
         not_in = sorted(others.get(key[:6], {}).items())
         out["status"] = ", ".join([f"{len(members)} ok", *(f"{n} {status}" for status, n in not_in)])
-        out["run_dirs"] = " ".join(str(r.dir) for r in members)
+        out["run_dirs"] = RUN_DIRS_SEP.join(str(r.dir) for r in members)
         rows.append(out)
     return pd.DataFrame(rows)
 
