@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from agentcoder.compare.plots import ACCURACY_PNG, CURVES_PNG, EFFICIENCY_PNG
+from agentcoder.compare.plots import ACCURACY_PNG, CURVES_PNG, EFFICIENCY_PNG, QUANT_ORDER
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.stats import paired_difference
 from agentcoder.compare.tables import RUN_DIRS_SEP, display_table, fraction_label, percent_frame, to_markdown
@@ -62,7 +62,9 @@ def _pairs_table(table: pd.DataFrame, base: str, other: str, by_dir: dict[str, R
     lines = [f"| model | quant | fraction | {base} EM % | {other} EM % | difference, points [95%] | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     heads: dict[tuple, str] = {}
-    for _, o in t[t["method"] == other].sort_values("data_fraction").iterrows():
+    rows = t[t["method"] == other]
+    quant_rank = rows["quant"].map(lambda q: QUANT_ORDER.index(q) if q in QUANT_ORDER else len(QUANT_ORDER))
+    for _, o in rows.assign(_q=quant_rank).sort_values(["model", "_q", "data_fraction"]).iterrows():
         cands = t[(t["method"] == base) & (t["model"] == o["model"]) & (t["quant"] == o["quant"])]
         if base not in UNTRAINED:
             cands = cands[cands["data_fraction"] == o["data_fraction"]]
@@ -138,6 +140,12 @@ def _efficiency_section(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _status_counts(failures: pd.DataFrame) -> str:
+    if failures.empty:
+        return ""
+    return " (" + ", ".join(f"{n} {status}" for status, n in failures["status"].value_counts().items()) + ")"
+
+
 def write_report(
     path: Path, table: pd.DataFrame, failures: pd.DataFrame, reasons: pd.DataFrame, runs: list[Run],
     plots: list[Path], notes: list[str], sources: list[str],
@@ -159,7 +167,8 @@ def write_report(
             h2.append(f"{m}: not yet run")
             continue
         body, heads = _pairs_table(table, "lora", m, by_dir)
-        q2_parts.append(f"**{m} vs lora**\n\n" + (body or "_no lora run with the same model, quant and fraction_\n"))
+        q2_parts.append(f"**{m} vs lora**\n\n" + (body or "_no lora run with the same model, quant and fraction_\n")
+                        + "\n")
         h2 += heads or [f"{m}: no matching lora run"]
     q3, h3 = _fraction_section(table, by_dir) if not table.empty else ("", [])
 
@@ -168,13 +177,17 @@ def write_report(
                 *h2, *h3, *(_efficiency_heads(table) if not table.empty else [])]
     ci = ("95% intervals: bootstrap over test examples (seeds resampled together), in percent; "
           "`±` is the standard deviation over seeds.")
+    method_note = ("Differences are paired: both sides on the same test examples, the 95% interval from "
+                   "resampling those examples. It covers the choice of test examples, not of seeds: "
+                   "compare a small difference with the `±` over seeds in the table at the end.\n")
     parts = [
         "# agentcoder: comparison report\n",
         f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} from {', '.join(sources)}: "
         f"{int(table['runs'].sum()) if not table.empty else 0} completed runs in {len(table)} configurations, "
-        f"{len(failures)} runs not completed (listed below, not in the means).\n",
+        f"{len(failures)} runs not in the means{_status_counts(failures)} (listed at the end).\n",
         "## Headline\n",
         "\n".join(f"- {h}" for h in headline) + "\n",
+        method_note,
         "## Does LoRA help?\n",
         fig(ACCURACY_PNG, "accuracy vs data fraction"),
         (q1 or "_not yet run: needs baseline and lora runs of the same model and quant_\n"),

@@ -8,6 +8,7 @@ so the same resample is applied to every seed (a paired bootstrap).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -73,28 +74,40 @@ def example_terms(runs_predictions: Sequence[Sequence[dict]], metric: str) -> tu
     return num, den
 
 
-def _seed_mean_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """Mean over seeds of sum(num)/sum(den); works on (seeds, examples) or (seeds, B, examples)."""
+def _seed_mean_ratio(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean over seeds of sum(w * num) / sum(w * den), one value per row of WEIGHTS (resamples x examples).
+
+    A resample is the count of times each example was drawn, so its sums are one matrix product:
+    far cheaper than gathering (seeds x resamples x examples) arrays.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = num.sum(axis=-1) / den.sum(axis=-1)
-    if np.isnan(ratio).all(axis=0).any():
-        # Some resample (or the data) has no eligible example for any seed: undefined, not an error.
-        out = np.full(ratio.shape[1:], np.nan)
-        ok = ~np.isnan(ratio).all(axis=0)
-        out[ok] = np.nanmean(ratio[:, ok], axis=0)
-        return out
-    return np.nanmean(ratio, axis=0)
+        ratio = (num @ weights.T) / (den @ weights.T)  # seeds x resamples
+    defined = ~np.isnan(ratio).all(axis=0)
+    # A resample with no eligible example for any seed is undefined (nan), not an error.
+    out = np.full(ratio.shape[1], np.nan)
+    out[defined] = np.nanmean(ratio[:, defined], axis=0)
+    return out
 
 
-def bootstrap_indices(n_examples: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n_examples, size=(resamples, n_examples))
+@functools.lru_cache(maxsize=8)
+def bootstrap_weights(n_examples: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """RESAMPLES x N_EXAMPLES draw counts: row b says how often each example is in resample b.
+
+    Fixed by SEED, so every configuration with N_EXAMPLES examples is resampled alike (and the
+    table is reproducible); cached, read-only.
+    """
+    draws = np.random.default_rng(seed).integers(0, n_examples, size=(resamples, n_examples))
+    flat = (draws + n_examples * np.arange(resamples)[:, None]).ravel()
+    weights = np.bincount(flat, minlength=resamples * n_examples).reshape(resamples, n_examples).astype(float)
+    weights.flags.writeable = False
+    return weights
 
 
-def bootstrap_interval(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> tuple[float, float]:
-    """95% percentile interval of the seed-averaged ratio over example resamples IDX (B x examples)."""
+def bootstrap_interval(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of the seed-averaged ratio over the resamples in WEIGHTS."""
     if num.size == 0 or den.sum() == 0:
         return math.nan, math.nan
-    stats = _seed_mean_ratio(num[:, idx], den[:, idx])
+    stats = _seed_mean_ratio(num, den, weights)
     stats = stats[~np.isnan(stats)]
     if stats.size == 0:
         return math.nan, math.nan
@@ -114,9 +127,10 @@ def paired_difference(
         raise ValueError("paired_difference needs both sides evaluated on the same examples")
     na, da = example_terms(a, metric)
     nb, db = example_terms(b, metric)
-    diff = float(_seed_mean_ratio(nb, db) - _seed_mean_ratio(na, da))
-    idx = bootstrap_indices(na.shape[1], resamples, seed)
-    boot = _seed_mean_ratio(nb[:, idx], db[:, idx]) - _seed_mean_ratio(na[:, idx], da[:, idx])
+    full = np.ones((1, na.shape[1]))
+    diff = float((_seed_mean_ratio(nb, db, full) - _seed_mean_ratio(na, da, full))[0])
+    w = bootstrap_weights(na.shape[1], resamples, seed)
+    boot = _seed_mean_ratio(nb, db, w) - _seed_mean_ratio(na, da, w)
     boot = boot[~np.isnan(boot)]
     lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot.size else (math.nan, math.nan))
     return {"diff": diff, "lo": float(lo), "hi": float(hi), "n": na.shape[1],

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from agentcoder.compare.runs import ACCURACIES, UNTRAINED, Run, mark_variants
-from agentcoder.compare.stats import DEFAULT_RESAMPLES, bootstrap_indices, bootstrap_interval, example_terms, wilson
+from agentcoder.compare.stats import DEFAULT_RESAMPLES, bootstrap_interval, bootstrap_weights, example_terms, wilson
 
 GROUP_KEYS = ("model", "init", "method", "quant", "data", "data_fraction", "split", "example_set", "variant")
 RUN_DIRS_SEP = ";"  # between the run dirs of one row (paths may hold spaces)
@@ -82,7 +82,7 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
         preds = [r.predictions for r in members]
         bootstrap = all(p for p in preds)
         out["ci_method"] = "bootstrap" if bootstrap else "wilson"
-        idx = bootstrap_indices(len(preds[0]), resamples) if bootstrap else None
+        weights = bootstrap_weights(len(preds[0]), resamples) if bootstrap else None
         for metric in ACCURACIES:
             values = [r.row.get(metric) for r in members]
             vals = np.array([v for v in values if v is not None], dtype=float)
@@ -92,7 +92,7 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
                 lo = hi = math.nan
             elif bootstrap:
                 num, den = example_terms(preds, metric)
-                lo, hi = bootstrap_interval(num, den, idx)
+                lo, hi = bootstrap_interval(num, den, weights)
                 if lo == hi and metric != "parameter_accuracy":
                     # All-right or all-wrong: every resample agrees, yet 0/50 is not a certain 0%.
                     lo, hi = wilson(out[f"{metric}_mean"] * den.sum(axis=1).mean(), int(den.sum(axis=1).mean()))
