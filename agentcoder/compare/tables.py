@@ -84,26 +84,7 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
         out["ci_method"] = "bootstrap" if bootstrap else "wilson"
         weights = bootstrap_weights(len(preds[0]), resamples) if bootstrap else None
         for metric in ACCURACIES:
-            values = [r.row.get(metric) for r in members]
-            vals = np.array([v for v in values if v is not None], dtype=float)
-            out[f"{metric}_mean"] = float(vals.mean()) if vals.size else math.nan
-            out[f"{metric}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
-            if not vals.size:
-                lo = hi = math.nan
-            elif bootstrap:
-                num, den = example_terms(preds, metric)
-                lo, hi = bootstrap_interval(num, den, weights)
-                if lo == hi and metric != "parameter_accuracy":
-                    # All-right or all-wrong: every resample agrees, yet 0/50 is not a certain 0%.
-                    lo, hi = wilson(out[f"{metric}_mean"] * den.sum(axis=1).mean(), int(den.sum(axis=1).mean()))
-            elif len(members) == 1 and members[0].row.get(f"{metric}_ci"):
-                lo, hi = members[0].row[f"{metric}_ci"]
-            elif members[0].row.get(f"{metric}_n") or (metric in ("exact_match", "parse_failure_rate") and out["n"]):
-                n = int(members[0].row.get(f"{metric}_n") or out["n"])
-                lo, hi = wilson(out[f"{metric}_mean"] * n, n)
-            else:
-                lo = hi = math.nan
-            out[f"{metric}_lo"], out[f"{metric}_hi"] = lo, hi
+            out.update(_accuracy_stats(members, metric, weights))
         for measure in MEASURES:
             vals = np.array([r.row[measure] for r in members if r.row.get(measure) is not None], dtype=float)
             out[f"{measure}_mean"] = float(vals.mean()) if vals.size else math.nan
@@ -114,6 +95,30 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
         out["run_dirs"] = RUN_DIRS_SEP.join(str(r.dir) for r in members)
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+def _accuracy_stats(members: list[Run], metric: str, weights: np.ndarray | None) -> dict[str, float]:
+    """Mean and std over the runs of one configuration, and the 95% interval (see comparison_table)."""
+    vals = np.array([r.row[metric] for r in members if r.row.get(metric) is not None], dtype=float)
+    mean = float(vals.mean()) if vals.size else math.nan
+    std = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+    lo = hi = math.nan
+    first = members[0].row
+    if not vals.size:
+        return {f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_lo": lo, f"{metric}_hi": hi}
+    if weights is not None:
+        num, den = example_terms([r.predictions for r in members], metric)
+        lo, hi = bootstrap_interval(num, den, weights)
+        if lo == hi and metric != "parameter_accuracy":
+            # All right or all wrong: every resample agrees, yet 0 of 50 is not a certain 0%.
+            n = int(den.sum(axis=1).mean())
+            lo, hi = wilson(mean * n, n)
+    elif len(members) == 1 and first.get(f"{metric}_ci"):
+        lo, hi = first[f"{metric}_ci"]
+    elif first.get(f"{metric}_n") or (metric in ("exact_match", "parse_failure_rate") and first.get("n")):
+        n = int(first.get(f"{metric}_n") or first["n"])
+        lo, hi = wilson(mean * n, n)
+    return {f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_lo": lo, f"{metric}_hi": hi}
 
 
 def failures_table(runs: list[Run]) -> pd.DataFrame:
