@@ -283,3 +283,11 @@ def test_other_hyperparameters_are_rows_not_seeds_and_baseline_ignores_the_fract
     assert base["runs"] == 1 and base["exact_match_mean"] == pytest.approx(0.2)  # the later run counts once
     dup = failures_table(runs)
     assert list(dup["status"]) == ["duplicate"] and dup.iloc[0]["run_dir"].endswith("base-0.1")
+
+
+def test_only_failed_runs_still_give_a_table_of_failures(tmp_path, capsys):
+    write_run(tmp_path / "runs" / "a", status="failed")
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--report"])
+    printed = capsys.readouterr().out
+    assert "no completed run" in printed and "1 runs not in the means" in printed
+    assert "lora vs baseline: not yet run" in (tmp_path / "out" / "report.md").read_text()

@@ -102,8 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     if not console.is_terminal:
         console = Console(width=200)  # piped into a file: room for the whole table
     n_ok = sum(r.row["status"] == "completed" for r in runs)
-    _print_frame(console, f"{n_ok} completed runs in {len(table)} configurations "
-                 "(accuracies in %: mean ±std over seeds [95% interval over test examples])", shown)
+    if table.empty:
+        console.print("[bold]no completed run[/] among the run dirs found")
+    else:
+        _print_frame(console, f"{n_ok} completed runs in {len(table)} configurations "
+                     "(accuracies in %: mean ±std over seeds [95% interval over test examples])", shown)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
     if not failures.empty:
