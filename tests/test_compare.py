@@ -250,8 +250,8 @@ def test_compare_is_fast_and_imports_no_torch(grid, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "agentcoder.compare", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={**os.environ})
     assert proc.returncode == 0 and "--where" in proc.stdout
-    assert time.perf_counter() - help_t0 < 3
-    assert help_t0 - t0 < 30
+    assert time.perf_counter() - help_t0 < 5  # ~0.2 s here; generous for a loaded machine
+    assert help_t0 - t0 < 60
 
 
 def test_metrics_json_new_shape_is_read(grid):
