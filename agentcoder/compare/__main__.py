@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(err))
     if not runs:
         where = f" matching --where {' '.join(args.where)}" if args.where else ""
-        _fail(f"no run dirs (folders with run.json){where} under {' '.join(map(str, dirs)) or '.'}")
+        searched = " ".join(map(str, dirs)) if dirs else f"{' or '.join(DEFAULT_DIRS)} (neither exists here)"
+        _fail(f"no run dirs (folders with run.json){where} under {searched}")
 
     table = tables.comparison_table(runs, resamples=args.resamples)
     failures = tables.failures_table(runs)

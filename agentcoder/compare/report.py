@@ -43,8 +43,13 @@ def _compare(a: pd.Series, b: pd.Series, by_dir: dict[str, Run]) -> dict[str, An
         out["verdict"] = "no predictions: no interval"
         return out
     d = paired_difference(pa, pb)
+    if d["lo"] == d["hi"]:
+        # Every resample gives the same difference: no example is answered differently by seed-averaged
+        # verdicts, so there is nothing to test, not a certain zero.
+        out.update(diff=d["diff"], verdict="no test example differs")
+        return out
     out.update(diff=d["diff"], lo=d["lo"], hi=d["hi"])
-    out["verdict"] = "**beyond the interval**" if d["beyond"] else "not beyond the interval (it includes 0)"
+    out["verdict"] = "**beyond the interval**" if d["beyond"] else "within the interval: it includes 0"
     return out
 
 
@@ -78,7 +83,7 @@ def _pairs_table(table: pd.DataFrame, base: str, other: str, by_dir: dict[str, R
         if len(same):
             heads[(o["model"], o["quant"])] = (
                 f"{other} vs {base}, {o['model']} quant={o['quant']}, fraction {fraction_label(o['data_fraction'])}: "
-                f"{_pct(c['a'])}% -> {_pct(c['b'])}%, {_diff_cell(c)} points ({c['verdict'].strip('*')})")
+                f"{_pct(c['a'])}% -> {_pct(c['b'])}%, {_diff_cell(c)} points: {c['verdict'].strip('*')}")
     return ("\n".join(lines) + "\n" if len(lines) > 2 else ""), list(heads.values())
 
 
@@ -94,8 +99,8 @@ def _fraction_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str,
             lo_f, hi_f = fraction_label(sub.iloc[0]["data_fraction"]), fraction_label(sub.iloc[-1]["data_fraction"])
             c = _compare(sub.iloc[0], sub.iloc[-1], by_dir)
             line += f"; {hi_f} vs {lo_f}: {_diff_cell(c)} points, {c['verdict']}"
-            heads.append(f"{method} quant={quant}, fraction {hi_f} vs {lo_f}: {_diff_cell(c)} points "
-                         f"({c['verdict'].strip('*')})")
+            heads.append(f"{method} quant={quant}, fraction {hi_f} vs {lo_f}: {_diff_cell(c)} points: "
+                         f"{c['verdict'].strip('*')}")
         lines.append(line)
     return ("\n".join(lines) + "\n" if lines else ""), heads
 
