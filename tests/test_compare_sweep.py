@@ -1,0 +1,93 @@
+"""Grid overlays and the comparator over real sweeps of the launcher (subprocesses into tmp_path)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from agentcoder.assets import sha256_file
+from agentcoder.compare.__main__ import main as compare
+from tests.helpers import compose_cfg
+from tests.test_data_loading import build_wheel
+from tests.test_launcher import launch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sweep_params(experiment: str) -> dict[str, list[str]]:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    return {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+
+
+@pytest.mark.parametrize("experiment", ["grid", "grid_smoke"])
+def test_every_job_of_a_grid_overlay_composes(experiment):
+    params = _sweep_params(experiment)
+    assert set(params) == {"method", "quant", "data_fraction"} and len(params["data_fraction"]) == 3
+    assert params["quant"] == ["none", "8bit", "4bit"] and {"baseline", "lora"} <= set(params["method"])
+    for values in itertools.product(*params.values()):
+        overrides = [f"{k}={v}" for k, v in zip(params, values, strict=True)]
+        cfg = compose_cfg(f"experiment={experiment}", *overrides)
+        assert cfg.method.name == dict(zip(params, values, strict=True))["method"]
+    if experiment == "grid_smoke":
+        assert cfg.model.init == "random" and cfg.eval.limit <= 8
+
+
+def test_grid_expands_and_compare_lists_its_failures(tmp_path):
+    """The overlay's sweeper params expand in a real sweep (method=debug on the command line replaces its
+    method list, so nothing loads a model); the comparator reads the 9 jobs plus a failing one."""
+    sweep = tmp_path / "sweep"
+    proc = launch("-m", "experiment=grid", "method=debug", f"hydra.sweep.dir={sweep}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list(sweep.glob("*/run.json"))) == 9
+    failing = launch("-m", "method=debug", "method.fail=true", f"hydra.sweep.dir={tmp_path / 'bad'}")
+    assert failing.returncode == 1
+    compare([str(tmp_path), "--out", str(tmp_path / "cmp"), "--no-plots"])
+    runs = pd.read_csv(tmp_path / "cmp" / "runs.csv")
+    done = runs[runs["status"] == "completed"]
+    assert sorted(zip(done["quant"], done["data_fraction"], strict=True)) == sorted(
+        itertools.product(["4bit", "8bit", "none"], [0.1, 0.5, 1.0]))
+    failures = pd.read_csv(tmp_path / "cmp" / "failures.csv")
+    assert list(failures["status"]) == ["failed"] and "failing on purpose" in failures.iloc[0]["error"]
+
+
+@pytest.mark.slow
+def test_real_sweep_on_a_tiny_model_then_compare(tiny_model_dir, tmp_path):
+    """baseline and lora (2 seeds) and an unbuilt method through the launcher, then the comparator."""
+    cache = tmp_path / "cache"
+    sha = sha256_file(build_wheel(cache, {"simple_python": 12, "live_parallel": 8, "irrelevance": 8}))
+    sweep = tmp_path / "multirun"
+    proc = launch(
+        "-m", "method=baseline,lora,ppo", "seed=1,2", "model.source=hub", f"model.hub_id={tiny_model_dir}",
+        "data.categories=[simple_python,live_parallel,irrelevance]", f"data.embedded.sha256={sha}",
+        f"cache_dir={cache}", "eval.limit=4", "eval.max_new_tokens=8", "eval.batch_size=4",
+        f"hydra.sweep.dir={sweep}", timeout=900,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # ppo is not built: its jobs fail, the others complete
+    assert "4 completed, 2 failed" in proc.stdout
+    out = tmp_path / "cmp"
+    compare([str(sweep), "--out", str(out), "--report", "--resamples", "300"])
+    table = pd.read_csv(out / "comparison.csv").set_index("method")
+    assert table.loc["lora", "runs"] == 2 and table.loc["lora", "seeds"] == "1,2"
+    # eval.limit=4 caps a test split of 3 examples; both methods saw the same ones.
+    assert table.loc["baseline", "n"] == table.loc["lora", "n"] == 3
+    assert table.loc["baseline", "example_set"] == table.loc["lora", "example_set"]
+    for method in ("baseline", "lora"):
+        lo, hi = table.loc[method, "exact_match_lo"], table.loc[method, "exact_match_hi"]
+        assert 0 <= lo <= table.loc[method, "exact_match_mean"] <= hi <= 1 and hi - lo > 0.2  # n=3: wide
+    failures = pd.read_csv(out / "failures.csv")
+    assert list(failures["method"]) == ["ppo", "ppo"] and (failures["status"] == "failed").all()
+    for png in ("accuracy_vs_fraction.png", "efficiency_by_quant.png", "training_curves.png"):
+        assert (out / png).stat().st_size > 10_000
+    assert "not yet run" in (out / "report.md").read_text()
+    diff = subprocess.run(
+        [sys.executable, "-m", "agentcoder.compare", "--diff", *table.loc[["baseline", "lora"], "run_dirs"].map(
+            lambda d: d.split(";")[0]), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert diff.returncode == 0 and "McNemar" in diff.stdout, diff.stderr
