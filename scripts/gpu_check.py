@@ -79,7 +79,8 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 PARTS = ("part-aa", "part-ab")  # split-model.sh's halves, in .model-a/ and .model-b/
 ALL_STEPS = (1, 2, 3, 4)
 BUDGET_S = {1: 210, 2: 180, 3: 180, 4: 120}
-SMOKE_BUDGET_S = {1: 400, 2: 400, 3: 400, 4: 200}
+# Generous: the smoke only checks the plumbing, and this CPU is shared (minutes vary 2-3x with load).
+SMOKE_BUDGET_S = {1: 900, 2: 900, 3: 900, 4: 600}
 
 # key: (label, op, target, unit).  ratio = value / target for every figure.
 TARGETS: dict[str, tuple[str, str, float, str]] = {

@@ -125,6 +125,8 @@ def test_cache_inside_the_kit_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cpu_smoke_runs_every_step(tmp_path: Path) -> None:
+    """The device sequence at tiny scale, offline (~10 min on the shared 2-core CPU). AGENTCODER_CACHE_SMOKE
+    names a cache to reuse (it keeps the ~0.5 GB conversion of the joined GGUF); else a fresh one."""
     needed = [ROOT / ".gpu-kit" / "tokenizer", ROOT / ".model-a" / "part-aa", ROOT / ".model-b" / "part-ab"]
     missing = [str(p.relative_to(ROOT)) for p in needed if not p.exists()]
     if missing:
@@ -134,7 +136,7 @@ def test_cpu_smoke_runs_every_step(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--cpu-smoke", "--out", str(out),
                            "--model-dir", str(tmp_path / "m"), "--export", str(tmp_path / "export")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / gpu_check.REPORT_JSON).read_text())
     assert report["mode"] == "cpu-smoke" and sorted(report["steps"]) == ["1", "2", "3", "4"]
