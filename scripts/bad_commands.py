@@ -60,7 +60,7 @@ BAD = [
     ("unknown method", ["method=nope"]),
     ("eval.batch_size=0", ["eval.batch_size=0"]),
     ("LoRA rank", ["method=lora", "method.lora.r=-4"]),
-    ("split_seed negative", ["data.split_seed=-5"]),
+    ("max_examples=0", ["data.max_examples=0"]),
     ("eval.limit=0", ["eval.limit=0"]),
     ("model.init", ["model.init=bogus"]),
     ("categories not a list", ["data.categories=nope"]),
@@ -112,8 +112,10 @@ def bad_rows(repo: Path, picks: list[int], timeout: int) -> list[str]:
 
 # A debug run whose method sleeps (patched in this child process only), so a signal lands mid-run.
 _SLOW = """
-import sys, time
+import signal, sys, time
 import agentcoder.methods.debug as debug
+# A background shell starts children with SIGINT ignored; a user's Ctrl-C is not.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 def run(cfg, record):
     print("started", flush=True)
     time.sleep(60)
@@ -157,7 +159,11 @@ def _signal_row(repo: Path, sig: signal.Signals, work: Path) -> str:
     proc.stdout.readline()  # "started"
     t0 = time.perf_counter()
     proc.send_signal(sig)
-    code = proc.wait(timeout=60)
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = "still alive after 60 s (killed)"
     secs = time.perf_counter() - t0
     status = _status(run_dir)
     after = ""
