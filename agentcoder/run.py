@@ -22,6 +22,7 @@ from agentcoder.config import ConfigError, config_hash, validate
 from agentcoder.preflight import CONF_DIR, check_overrides, split_argv
 from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
 from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
+from agentcoder.tracking.secrets import scrub_file
 
 
 def seed_everything(seed: int) -> None:
@@ -96,10 +97,11 @@ def main() -> None:
         task()
     except (Interrupted, KeyboardInterrupt) as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
-        print(f"[agentcoder] {err or 'interrupted by SIGINT'}; the run record says interrupted", file=sys.stderr)
+        print(f"[agentcoder] {err or 'interrupted by SIGINT'}", file=sys.stderr)
         code = 128 + signum
     finally:
         if CURRENT_SWEEP.get("dir"):
+            scrub_file(CURRENT_SWEEP["dir"] / "multirun.yaml")  # also when no job got to start
             print(sweep_summary_line())
     if code:
         sys.exit(code)

@@ -230,3 +230,24 @@ def test_interrupted_conversion_is_cleaned_up_on_next_start(tmp_path):
     cfg = type("M", (), {"name": "tiny", "gguf_path": str(gguf), "embedded": None})()
     assert embedded_model_dir(cfg, tmp_path / "cache") == models / name
     assert not stale.exists()
+
+
+def test_heartbeat_is_rewritten_while_running_and_stops_at_the_end(tmp_path, monkeypatch):
+    import time
+
+    from agentcoder.tracking import records
+    from tests.helpers import compose_cfg
+
+    monkeypatch.setattr(records, "HEARTBEAT_S", 0.05)
+    rec = records.RunRecord.start(tmp_path, compose_cfg("method=debug"), {})
+    first = record(tmp_path)["heartbeat_at"]
+    beats = set()
+    deadline = time.time() + 5
+    while len(beats) < 3 and time.time() < deadline:
+        beats.add(record(tmp_path)["heartbeat_at"])  # always whole JSON: atomic rewrites
+        time.sleep(0.02)
+    assert len(beats - {first}) >= 2
+    rec.complete(None)
+    final = record(tmp_path)
+    time.sleep(0.2)
+    assert record(tmp_path) == final and final["status"] == "completed"

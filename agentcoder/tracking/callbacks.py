@@ -113,7 +113,7 @@ def sweep_summary_line() -> str:
 
 def job_subdir(*, _root_: DictConfig) -> str:
     """The sweep job's directory name (see the module docstring)."""
-    from agentcoder.config import ConfigError, config_hash, validate
+    from agentcoder.config import config_hash, validate
 
     num = str(_root_.hydra.job.num)
     sweep_dir = Path(str(_root_.hydra.sweep.dir))
@@ -121,7 +121,7 @@ def job_subdir(*, _root_: DictConfig) -> str:
         plain = OmegaConf.to_container(_root_, resolve=False)
         plain.pop("hydra", None)
         wanted = config_hash(validate(OmegaConf.create(plain)))
-    except (ConfigError, ValueError):  # the job fails in its task, with its own record
+    except Exception:  # noqa: BLE001 - a bad combination fails in its task, with its own record
         wanted = None
     for run_file in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):
         data = mark_stale_failed(run_file.parent) or {}
