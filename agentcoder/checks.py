@@ -218,7 +218,7 @@ def check_resume(cfg: DictConfig, resume_from: str) -> list[str]:
     if record.get("config_hash") == want:
         return []
     diffs = []
-    saved = _saved_config(run_dir)
+    saved = record.get("config") or _saved_config(run_dir)
     if saved is not None:
         now, then = _flat(OmegaConf.to_container(cfg, resolve=True)), _flat(saved)
         for key in sorted(set(now) | set(then)):

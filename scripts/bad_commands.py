@@ -119,7 +119,6 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 def run(cfg, record):
     print("started", flush=True)
     time.sleep(60)
-    return {{}}
 debug.run = run
 sys.argv = ["agentcoder.run", "method=debug", "hydra.run.dir={run_dir}"]
 import agentcoder.run
@@ -156,7 +155,9 @@ def _signal_row(repo: Path, sig: signal.Signals, work: Path) -> str:
     proc = subprocess.Popen([sys.executable, "-c", _SLOW.format(run_dir=run_dir)], cwd=work, env=_env(repo),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    proc.stdout.readline()  # "started"
+    for line in proc.stdout:  # log lines may come before "started"
+        if line.strip() == "started":
+            break
     t0 = time.perf_counter()
     proc.send_signal(sig)
     try:

@@ -47,10 +47,12 @@ def child(body: str, args: list[str], cwd: Path) -> subprocess.Popen:
 
 
 def sleeping_run(run_dir: Path, cwd: Path) -> subprocess.Popen:
-    proc = child('print("started", flush=True)\ntime.sleep(120)\nreturn {}',
+    proc = child('print("started", flush=True)\ntime.sleep(120)',
                  ["method=debug", f"hydra.run.dir={run_dir}"], cwd)
-    assert proc.stdout.readline().strip() == "started", proc.stderr.read()
-    return proc
+    for line in proc.stdout:  # log lines (a library's warning) may come first
+        if line.strip() == "started":
+            return proc
+    raise AssertionError(proc.stderr.read())
 
 
 def record(run_dir: Path) -> dict:
