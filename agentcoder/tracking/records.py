@@ -42,8 +42,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # (used only for a run on another host: on the same host the pid is asked directly).
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 4 * HEARTBEAT_S
-# Statuses of a finished run; "running" is the only other one written.
-FINAL_STATUSES = ("completed", "failed", "interrupted")
 
 # mkstemp creates 0600 files; run files are for every reader of the results, like any new file.
 _UMASK = os.umask(0)
