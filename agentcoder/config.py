@@ -354,12 +354,14 @@ def _one_line(err: OmegaConfBaseException) -> str:
     return f"{key}: {first}" if key and key not in first else first
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """Return the config merged onto the schema, or raise ConfigError (one line)."""
+def merge_schema(cfg: DictConfig) -> DictConfig:
+    """CFG merged onto the typed schema and resolved once, or ConfigError (one line)."""
     from agentcoder.methods import METHODS  # the method table (torch-free); it imports the schemas above
 
     method_name = _get(cfg, "method.name")
     if method_name not in METHODS:
+        if method_name is None and _get(cfg, "method") is None:
+            raise ConfigError(f"method is not set; pick one of {', '.join(METHODS)}")
         raise ConfigError(f"method={method_name!r} is not a method; expected one of {', '.join(METHODS)}")
     try:
         schema = OmegaConf.structured(RunConfig)
@@ -367,11 +369,22 @@ def validate(cfg: DictConfig) -> DictConfig:
         plain = OmegaConf.to_container(cfg, resolve=False)
         plain.pop("hydra", None)
         merged = OmegaConf.merge(schema, plain)
+        # An interpolation that cannot resolve (an unset ${oc.env:...}) fails here, in one line.
+        OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
         msg = _one_line(err)
         if "not in struct" in str(err) or "Key '" in str(err):
             msg = f"unknown config key: {msg}"
         raise ConfigError(msg) from None
+    for group in ("model", "quant", "data", "eval"):
+        if _get(merged, group) is None:
+            raise ConfigError(f"{group} is not set; pick an option of the '{group}' group")
+    return merged
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Return the config merged onto the schema, or raise ConfigError (one line)."""
+    merged = merge_schema(cfg)
     _check_range(merged)
     return merged
 

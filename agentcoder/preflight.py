@@ -1,9 +1,11 @@
-"""Check command-line overrides before Hydra starts a job, and say in one line what is wrong.
+"""Check command-line overrides before Hydra starts a job, and say in one line per problem what is wrong.
 
 Hydra's own messages for a bad group option or an unknown key span several lines and, in a
 sweep, only surface after other jobs ran.  Here every value of every override is checked up
-front: group options against `conf/<group>/`, and each configuration the sweep can produce
-(one value changed at a time) against the typed schema in `agentcoder.config`.
+front: group options against `conf/<group>/`, each configuration the sweep can produce (one
+value changed at a time) against the typed schema in `agentcoder.config` and the value checks
+in `agentcoder.checks`, and `resume_from` against the run it names.  Nothing here creates a
+run directory, and nothing imports torch.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.config import ConfigError, validate
+from agentcoder.checks import check_resume, check_values, short
+from agentcoder.config import ConfigError, _check_range, merge_schema, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -49,15 +52,19 @@ def group_options(conf_dir: Path) -> dict[str, list[str]]:
     }
 
 
+def optional_groups(conf_dir: Path) -> set[str]:
+    """Groups the defaults list marks `optional` (the only ones `group=null` may switch off)."""
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / "config.yaml")).get("defaults", [])
+    return {k.split()[1] for d in defaults if isinstance(d, dict) for k in d if k.startswith("optional ")}
+
+
 def _compose(conf_dir: Path, overrides: list[str]):
     from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
+    except Exception as err:  # noqa: BLE001 - Hydra/OmegaConf/int-parsing errors all become one line
         raise ConfigError(_explain(err, overrides)) from None
 
 
@@ -68,26 +75,62 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     if match:
         key = match.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), "?")
-        return (f"unknown config key '{key}' (in {key}={value}); "
-                f"see `--cfg job` for the keys, or add one with +{key}=...")
+        # No `+key=` advice: the schema has no such key, so an added one is rejected all the same.
+        return f"unknown config key '{key}' (in {key}={short(value)}); see `--cfg job` for the keys"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " ".join(lines)[:400]
+    return _truncate_values(" ".join(lines))
 
 
-def check_overrides(conf_dir: Path, overrides: list[str]) -> list[str]:
-    """Raise ConfigError for the first bad override; return extra Hydra overrides to append."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+def _truncate_values(text: str, limit: int = 400) -> str:
+    """TEXT with every long word cut (a 100k-character value echoed by Hydra) and at most LIMIT chars."""
+    text = " ".join(w if len(w) <= 80 or "…(" in w else short(w, 60) for w in text.split(" "))
+    return text if len(text) <= limit else text[:limit] + "…"
 
+
+def check_config(cfg: DictConfig, *, starting: bool = True) -> list[str]:
+    """All problems of the composed config CFG: schema and types (first), ranges, values."""
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as err:
-        raise ConfigError(" ".join(str(err).split())[:400]) from None
+        merged = merge_schema(cfg)
+    except ConfigError as err:
+        return [str(err)]
+    errors = []
+    try:
+        _check_range(merged)
+    except ConfigError as err:
+        errors.append(str(err))
+    for line in check_values(merged, starting=starting):
+        key = line.split("=", 1)[0]
+        if not any(e.startswith(f"{key}=") for e in errors):  # the range check said it already
+            errors.append(line)
+    return errors
 
+
+def check_overrides(conf_dir: Path, overrides: list[str], *, starting: bool = True) -> list[str]:
+    """Raise ConfigError (one line per problem) for bad overrides; return extra Hydra overrides to append.
+
+    STARTING=False (the user only asks for `--cfg`) lets planned methods through.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - HydraException, or ValueError for a 5,000-digit int
+        lines = []
+        for ov in overrides:  # one line per override that does not parse, naming it
+            try:
+                parser.parse_overrides([ov])
+            except Exception as err:  # noqa: BLE001
+                lines.append(f"{short(ov)}: {_truncate_values(' '.join(str(err).split()))}")
+        raise ConfigError("\n".join(lines)) from None
+
+    errors: list[str] = []
     groups = group_options(conf_dir)
+    optional = optional_groups(conf_dir)
     base: list[str] = []
     variants: list[tuple[int, str]] = []
     extra: list[str] = []
+    resume_dir = None
     has_run_dir = False
     for ov in parsed:
         key = ov.key_or_group
@@ -99,22 +142,37 @@ def check_overrides(conf_dir: Path, overrides: list[str]) -> list[str]:
         if key in groups and not ov.is_delete():
             for v in values:
                 v = ov.get_value_element_as_str() if v is None else v
-                if v not in groups[key] and v != "null":
-                    allowed = ", ".join(groups[key])
-                    raise ConfigError(f"{key}={v} is not an option of '{key}'; expected one of: {allowed}")
-        if key == "resume_from" and not ov.is_sweep_override():
-            resume_dir = ov.get_value_element_as_str()
-            if resume_dir not in ("null", "") and not Path(resume_dir).is_dir():
-                raise ConfigError(f"resume_from={resume_dir} is not a run directory")
-            if resume_dir not in ("null", ""):
+                if v == "null" and key not in optional:
+                    errors.append(f"{key}=null: '{key}' needs an option; expected one of: {', '.join(groups[key])}")
+                elif v not in groups[key] and v != "null":
+                    errors.append(f"{key}={short(v)} is not an option of '{key}'; "
+                                  f"expected one of: {', '.join(groups[key])}")
+        if key == "resume_from":
+            if ov.is_sweep_override():
+                errors.append("resume_from names one run directory; it cannot be swept")
+            elif ov.get_value_element_as_str() not in ("null", ""):
+                resume_dir = ov.get_value_element_as_str()
                 extra.append(f"hydra.run.dir={resume_dir}")
         base.append(ov.input_line if values == [None] else f"{prefix}{key}={values[0]}")
         for v in values[1:]:
             variants.append((len(base) - 1, f"{prefix}{key}={v}"))
+    if errors:  # composing would only repeat them as Hydra errors
+        raise ConfigError("\n".join(dict.fromkeys(errors)))
 
     configs = [base] + [base[:i] + [alt] + base[i + 1 :] for i, alt in variants]
+    first = None
     for ovs in configs:
-        compose_config(ovs, conf_dir)
+        try:
+            cfg = _compose(conf_dir, ovs)
+        except ConfigError as err:
+            errors.append(str(err))
+            continue
+        errors += check_config(cfg, starting=starting)
+        first = cfg if first is None else first
+    if resume_dir and first is not None and not errors:
+        errors += check_resume(validate(first), resume_dir)
+    if errors:
+        raise ConfigError("\n".join(_truncate_values(e) for e in dict.fromkeys(errors)))
     return [] if has_run_dir else extra
 
 

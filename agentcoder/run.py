@@ -9,6 +9,7 @@ answer in about a second.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -16,10 +17,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder.checks import check_values
 from agentcoder.config import ConfigError, config_hash, validate
 from agentcoder.preflight import CONF_DIR, check_overrides, split_argv
-from agentcoder.tracking.callbacks import CURRENT_SWEEP, summarise_sweep
-from agentcoder.tracking.records import RunRecord, mark_skipped
+from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
+from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
+from agentcoder.tracking.secrets import scrub_file
 
 
 def seed_everything(seed: int) -> None:
@@ -33,7 +36,8 @@ def _hydra_facts() -> tuple[Path, dict]:
     hc = HydraConfig.get()
     facts = {
         "choices": {k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items() if not k.startswith("hydra/")},
-        "overrides": list(hc.overrides.task),
+        # As typed: an ${oc.env:...} in an override must not land resolved in the record.
+        "overrides": OmegaConf.to_container(hc.overrides.task, resolve=False),
         "job_num": hc.job.get("num"),
     }
     return Path(hc.runtime.output_dir), facts
@@ -43,9 +47,14 @@ def run_task(raw_cfg: DictConfig) -> float | None:
     """One job: validate, record, dispatch to the method; returns the run's `eval.objective` metric
     (what an optimizing sweeper such as Optuna maximises), None for a skipped job."""
     cfg = validate(raw_cfg)
+    problems = check_values(cfg)  # a sweep combination preflight did not compose
+    if problems:
+        raise ConfigError(problems[0])
     run_dir, facts = _hydra_facts()
 
-    previous = RunRecord.previous(run_dir)
+    previous = mark_stale_failed(run_dir)  # a run killed outright reads as failed, and is re-run
+    if previous and previous.get("status") == "running":
+        raise RuntimeError(f"{run_dir} holds a live run (pid {previous.get('pid')} on {previous.get('host')})")
     if cfg.resume and previous and previous.get("status") == "completed":
         if previous.get("config_hash") == config_hash(cfg):
             mark_skipped(run_dir)
@@ -64,24 +73,38 @@ def run_task(raw_cfg: DictConfig) -> float | None:
 task = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_task)
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    # A second signal while the record is being closed kills at once (the heartbeat tells).
+    signal.signal(signum, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
 def main() -> None:
     overrides, flags = split_argv(sys.argv[1:])
     if not ({"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"} & set(flags)):
+        showing = bool({"--cfg", "-c"} & set(flags))
         try:
-            extra = check_overrides(CONF_DIR, overrides)
+            extra = check_overrides(CONF_DIR, overrides, starting=not showing)
         except ConfigError as err:
-            print(f"agentcoder: config error: {err}", file=sys.stderr)
+            for line in str(err).splitlines():
+                print(f"agentcoder: config error: {line}", file=sys.stderr)
             sys.exit(2)
         sys.argv.extend(extra)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
+    code = 0
     try:
         task()
+    except (Interrupted, KeyboardInterrupt) as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"[agentcoder] {err or 'interrupted by SIGINT'}", file=sys.stderr)
+        code = 128 + signum
     finally:
-        if CURRENT_SWEEP:
-            counts = summarise_sweep(CURRENT_SWEEP["dir"], CURRENT_SWEEP["started_at"])
-            print(
-                f"[agentcoder] sweep {CURRENT_SWEEP['dir']}: {counts['completed']} completed, "
-                f"{counts['failed']} failed, {counts['skipped']} skipped"
-            )
+        if CURRENT_SWEEP.get("dir"):
+            scrub_file(CURRENT_SWEEP["dir"] / "multirun.yaml")  # also when no job got to start
+            print(sweep_summary_line())
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

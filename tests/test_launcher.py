@@ -128,8 +128,9 @@ def test_failed_run_leaves_traceback_and_failed_status(tmp_path):
 
 def test_unbuilt_method_fails_clearly(tmp_path):
     proc = launch("method=ppo", f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode != 0
-    assert "method ppo is not available yet" in (tmp_path / "run" / "error.txt").read_text()
+    assert proc.returncode == 2
+    assert "method=ppo is not available yet" in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before any run dir
 
 
 def _statuses(sweep: Path) -> dict[str, str]:
@@ -165,4 +166,6 @@ def test_changed_config_in_same_sweep_dir_reruns(tmp_path):
     assert launch("-m", "method=debug", "method.value=1", f"hydra.sweep.dir={sweep}").returncode == 0
     again = launch("-m", "method=debug", "method.value=5", f"hydra.sweep.dir={sweep}")
     assert "1 completed, 0 failed, 0 skipped" in again.stdout
-    assert json.loads((sweep / "0" / "metrics.json").read_text())["overall"]["value"] == 5
+    # The completed run of the other config keeps its dir; the new config gets the next one.
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["overall"]["value"] == 1
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["overall"]["value"] == 5

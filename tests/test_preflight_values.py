@@ -1,0 +1,172 @@
+"""Issue 11, "every bad value caught up front": preflight rejects what would fail late or silently,
+one line per problem, without torch and without creating a run dir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agentcoder.config import ConfigError
+from agentcoder.preflight import CONF_DIR, check_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def preflight_errors(*overrides: str) -> list[str]:
+    try:
+        check_overrides(CONF_DIR, list(overrides))
+    except ConfigError as err:
+        return str(err).splitlines()
+    return []
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`python -m agentcoder.run ARGS` from CWD (so a run dir, if any, lands under CWD)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "agentcoder.run", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    proc.elapsed = time.perf_counter() - t0
+    return proc
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    return [p.parent for sub in ("outputs", "multirun") for p in (cwd / sub).glob("**/.hydra")]
+
+
+# --- Why, bullet 1: values accepted by preflight that failed late (after torch, with a run dir)
+
+LATE = [
+    (["method=debug", "seed=-1"], "seed=-1"),
+    (["method=debug", f"seed={2**40}"], f"seed={2**40}"),
+    (["method=lora", "method.train.logging_steps=0"], "method.train.logging_steps=0"),
+    (["method=lora", "method.train.epochs=inf"], "method.train.epochs=inf"),
+    (["model.attn_implementation=bogus"], "model.attn_implementation=bogus"),
+    (["model.adapter=/nonexistent"], "model.adapter=/nonexistent"),
+    (["data.categories=[nope]"], "data.categories has ['nope']"),
+    (["method=dpo"], "method=dpo is not available yet"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), LATE, ids=[e for _, e in LATE])
+def test_values_that_failed_late_fail_in_preflight(overrides, expected):
+    errors = preflight_errors(*overrides)
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
+def test_tracker_that_is_not_installed_fails_in_preflight():
+    errors = preflight_errors("method=lora", "method.train.report_to=[wandb]")
+    assert errors and "wandb" in errors[0] and "not installed" in errors[0]
+
+
+def test_planned_method_creates_no_run_dir(tmp_path):
+    proc = cli("method=dpo", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "agentcoder: config error: method=dpo is not available yet (planned); built methods: baseline, lora"]
+    assert run_dirs(tmp_path) == []
+
+
+def test_planned_method_still_shows_its_config(tmp_path):
+    proc = cli("method=dpo", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0 and "name: dpo" in proc.stdout
+
+
+# --- Why, bullet 2: values accepted silently
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.max_examples=-3"], "data.max_examples=-3"),
+        (["data.path=/tmp/x.jsonl"], "data.path=/tmp/x.jsonl is not read by data=bfcl"),
+        (["method=debug", "method.value=nan"], "method.value=nan"),
+    ],
+)
+def test_values_that_were_accepted_silently_are_rejected(overrides, expected):
+    errors = preflight_errors(*overrides)
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_resume_from_an_empty_dir_is_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = cli("method=debug", f"resume_from={empty}", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds no run.json" in proc.stderr
+    assert list(empty.iterdir()) == []
+
+
+def test_resume_from_a_run_of_another_config_is_refused_naming_the_difference(tmp_path):
+    run = tmp_path / "run"
+    assert cli("method=debug", "method.value=1", f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    before = (run / "run.json").read_text()
+    proc = cli("method=debug", "method.value=2", f"resume_from={run}", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "another config" in lines[0], lines
+    assert re.search(r"method\.value: 1(\.0)? -> 2", lines[0]), lines
+    assert (run / "run.json").read_text() == before
+
+    same = cli("method=debug", "method.value=1", f"resume_from={run}", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "completed" and record["skipped_at"]  # same config: accepted (and done)
+
+
+# --- Why, bullet 3: raw Hydra tracebacks, whole values echoed, advice that is then rejected
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["method=null"], "method=null: 'method' needs an option"),
+        (["model=null"], "model=null: 'model' needs an option"),
+        (["method=debug", "seed=" + "9" * 5000], "Exceeds the limit (4300 digits)"),
+        (["model.revision=${oc.env:AGENTCODER_SURELY_UNSET}"], "AGENTCODER_SURELY_UNSET"),
+        (["model.attn_implementation=" + "x" * 100_000], "…(100000 chars)"),
+    ],
+    ids=["method-null", "model-null", "5000-digit-seed", "unset-env", "100k-value"],
+)
+def test_hydra_errors_are_one_short_line(tmp_path, args, expected):
+    proc = cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr[:2000]
+    assert expected in lines[0] and len(lines[0]) < 500
+    assert run_dirs(tmp_path) == []
+    assert proc.elapsed < 10
+
+
+def test_unknown_key_advice_is_not_rejected_advice():
+    (line,) = preflight_errors("foo=1")
+    assert "unknown config key 'foo'" in line
+    assert "+foo" not in line  # +foo=1 is rejected too: no schema has the key
+
+
+def test_every_error_gets_its_own_line(tmp_path):
+    proc = cli("method=debug", "seed=-1", "eval.limit=0", "data.max_examples=0", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 3, lines
+    assert [ln.split(": ", 2)[2].split("=")[0] for ln in lines] == ["eval.limit", "seed", "data.max_examples"]
+
+
+def test_preflight_stays_torch_free_and_fast():
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "sys.argv = ['agentcoder.run', 'method=lora', 'seed=-1', 'model.adapter=/nope', 'method.train.report_to=[x]']\n"
+        "import agentcoder.run as r\n"
+        "try:\n    r.main()\nexcept SystemExit as e:\n    assert e.code == 2\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules, time.perf_counter() - t < 5)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False False True", out.stderr
