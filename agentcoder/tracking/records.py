@@ -253,6 +253,8 @@ class RunRecord:
             "data_fraction": cfg.data_fraction,
             "choices": hydra.get("choices", {}),
             "overrides": hydra.get("overrides", []),
+            # A sweep job's dir is keyed to its config, not its number (tracking/callbacks.py).
+            "job_num": hydra.get("job_num"),
             # The resolved config, so a comparator can group runs by any hyperparameter.
             "config": OmegaConf.to_container(cfg, resolve=True),
             "command": _command_line(),
