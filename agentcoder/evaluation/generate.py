@@ -5,11 +5,12 @@ while rows x (longest prompt + max_new_tokens) stays within the token budget: sh
 wide batches, long prompts in narrow ones, and no batch pads many short rows to one long prompt.
 Generation runs in chunks of new tokens; between chunks the rows that reached EOS leave the batch
 (their cache rows are dropped), so a batch is not held open for its slowest row at full width.
-Progress counts examples and generated tokens and is refreshed while a batch is running.
+Progress counts examples and generated tokens, and is redrawn every few seconds even mid-prefill.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -104,8 +105,14 @@ def generate_batched(
     model.eval()
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="ex")
     meter = _TokenMeter(bar)
+    # A long prompt's prefill sends no token for a while: redraw anyway so the clock keeps moving.
+    stop = threading.Event()
+    if progress:
+        threading.Thread(target=_heartbeat, args=(bar, stop), daemon=True).start()
     try:
         for batch in batches:
+            prefill = len(batch) * max(len(encoded[i]) for i in batch)
+            bar.set_postfix_str(f"{meter.tokens} new tokens, prefill {prefill} tokens", refresh=progress)
             t0 = time.perf_counter()
             new = _generate_rows(model, [encoded[i] for i in batch], max_new_tokens, eos_ids, pad_id, device, meter)
             elapsed = time.perf_counter() - t0
@@ -120,6 +127,7 @@ def generate_batched(
                 )
             bar.update(len(batch))
     finally:
+        stop.set()
         bar.close()
         if was_training:
             model.train()
@@ -178,6 +186,11 @@ def _cache_kwarg() -> str:
     from transformers.generation import utils
 
     return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+def _heartbeat(bar: Any, stop: threading.Event) -> None:
+    while not stop.wait(_REFRESH_S):
+        bar.refresh()
 
 
 class _TokenMeter:
