@@ -167,3 +167,9 @@ def plan_schedule(cfg: DictConfig, trainer: Any) -> dict[str, int]:
     args.save_steps = int(t.save_steps) if t.save_steps else eval_steps
     return {"total_steps": total, "warmup_steps": args.warmup_steps, "eval_steps": eval_steps,
             "save_steps": args.save_steps}
+
+
+def prompt_budget(cfg: DictConfig, completion_tokens: int) -> int | None:
+    """The longest prompt that leaves COMPLETION_TOKENS of method.train.max_length (None: no cap)."""
+    max_length = cfg.method.train.max_length
+    return None if max_length is None else max(1, max_length - completion_tokens)
