@@ -55,3 +55,24 @@ def test_grpo_run_from_base_writes_the_run_files(tiny_model_dir, bfcl_cache, tmp
     adapter = tmp_path / "adapter"
     assert (adapter / "adapter_config.json").is_file() and not (adapter / "ref").exists()
     assert data["train"]["n_train"] > 0
+
+
+def test_grpo_raises_the_reward_on_a_toy_task(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tests.rl_toy import TOY_PROMPTS, letter_share, rose, toy_model
+
+    # Full fine-tuning of the tiny model: TRL refuses LoRA on lm_head, and LoRA on the body alone moves
+    # a random model's near-uniform output too slowly for a short test.  4 updates per generation batch.
+    args = GRPOConfig(
+        output_dir=str(tmp_path), max_steps=24, num_iterations=4, learning_rate=2e-2, lr_scheduler_type="constant",
+        per_device_train_batch_size=16, num_generations=8, max_completion_length=8, beta=0.0,
+        logging_steps=1, save_strategy="no", report_to="none", seed=0, bf16=False, use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(model=toy_model(tiny_model_dir), reward_funcs=letter_share, args=args,
+                          train_dataset=Dataset.from_list(TOY_PROMPTS), processing_class=tiny_tokenizer)
+    trainer.train()
+    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    assert len(rewards) == 6 and rose(rewards, 0.1), rewards

@@ -77,7 +77,7 @@ def token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
     at its last token.  Returns (rewards, the per-token KL estimate), both zero past the end."""
     kl = (logprobs - ref_logprobs) * mask
     rewards = -kl_coef * kl
-    last = (mask.sum(1) - 1).clamp(min=0)
+    last = (mask.sum(1).long() - 1).clamp(min=0)
     rewards[torch.arange(len(scores)), last] += scores
     return rewards, kl
 
