@@ -76,3 +76,21 @@ def test_grpo_raises_the_reward_on_a_toy_task(tiny_model_dir, tiny_tokenizer, tm
     trainer.train()
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     assert len(rewards) == 6 and rose(rewards, 0.1), rewards
+
+
+def test_grpo_from_the_sft_stage_reuses_it_and_keeps_a_frozen_copy(tiny_model_dir, bfcl_cache, tmp_path):  # noqa: F811
+    from tests.rl_toy import register_fake_sft
+
+    cfg = rl_cfg(
+        "grpo", tiny_model_dir, bfcl_cache, "method.train.max_steps=1", "method.train.batch_size=4",
+        "method.grpo.num_generations=2", "method.grpo.max_completion_length=8", "method.train.evaluations=1",
+        "eval.limit=2", "method.train.val_limit=2",
+    )
+    adapter = register_fake_sft(cfg, tmp_path / "lora_run")
+    metrics, data = run_method("grpo", cfg, tmp_path / "run")
+    assert metrics["details"]["sft_adapter"] == str(adapter.resolve()) and data["stage"]["trained_here"] is False
+    assert data["train"]["start_adapter"] == str(adapter.resolve()) and data["train"]["adapter_mode"] == "continue"
+    # TRL's reference is a frozen copy of the SFT adapter: identical to the policy at the first step.
+    assert [e["kl"] for e in log_lines(tmp_path / "run") if "reward" in e] == [0.0]
+    saved = tmp_path / "run" / "adapter"
+    assert (saved / "adapter_config.json").is_file() and not (saved / "ref").exists()

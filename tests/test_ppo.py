@@ -9,6 +9,7 @@ import torch
 
 from agentcoder.methods.ppo import completion_mask, gae, masked_whiten, policy_loss, token_rewards, value_loss
 from tests.rl_toy import TOY_PROMPTS, letter_share, rose, toy_lora, toy_model
+from tests.test_lora import bfcl_cache  # noqa: F401  (module-scoped fixture)
 
 
 def close(actual: torch.Tensor, expected: list) -> None:
@@ -82,3 +83,51 @@ def test_ppo_raises_the_reward_on_a_toy_task(tiny_model_dir, tiny_tokenizer):
     rewards = [h["reward"] for h in history]
     assert rose(rewards, 0.1), rewards
     assert {"reward_std", "clip_fraction", "value_loss", "entropy", "kl"} <= set(history[0])
+
+
+def test_ppo_run_from_base_writes_the_run_files(tiny_model_dir, bfcl_cache, tmp_path):  # noqa: F811
+    from tests.test_grpo import log_lines, rl_cfg, run_method
+
+    cfg = rl_cfg(
+        "ppo", tiny_model_dir, bfcl_cache, "method.init=base", "method.train.max_steps=2",
+        "method.train.batch_size=2", "method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=8",
+        "method.ppo.ppo_epochs=2", "method.train.eval_steps=1",
+    )
+    metrics, data = run_method("ppo", cfg, tmp_path)
+    t = metrics["training"]
+    assert metrics["method"] == "ppo" and t["steps"] == 2 and t["optimizer_steps"] == 2 * 2 * 2
+    assert metrics["details"]["init"] == "base" and metrics["details"]["ppo"]["ppo_epochs"] == 2
+    log = log_lines(tmp_path)
+    per_iteration = [e for e in log if "reward" in e]
+    assert [e["step"] for e in per_iteration] == [1, 2]
+    for key in ("reward_std", "kl", "clip_fraction", "value_loss", "entropy", "loss"):
+        assert all(isinstance(e[key], float) for e in per_iteration), key
+    assert per_iteration[0]["kl"] == 0.0  # a fresh LoRA starts as the reference (the base)
+    assert [e["step"] for e in log if "val_exact_match" in e] == [1, 2]
+    assert t["best_step"] in (1, 2) and t["first_reward"] == round(per_iteration[0]["reward"], 4)
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "reward_curve.png").stat().st_size > 1000
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert data["train"]["schedule"]["iterations"] == 2 and data["train"]["trainable_params"] > 0
+
+
+def test_ppo_from_the_sft_stage_keeps_it_as_the_frozen_reference(tiny_model_dir, bfcl_cache, tmp_path):  # noqa: F811
+    from tests.rl_toy import register_fake_sft
+    from tests.test_grpo import log_lines, rl_cfg, run_method
+
+    cfg = rl_cfg(
+        "ppo", tiny_model_dir, bfcl_cache, "method.train.max_steps=2", "method.train.batch_size=4",
+        "method.ppo.rollout_batch_size=8", "method.ppo.max_new_tokens=8", "method.ppo.ppo_epochs=1",
+        "method.train.lr=1e-2", "method.train.scheduler=constant", "method.train.evaluations=1",
+        "eval.limit=2", "method.train.val_limit=2",
+    )
+    adapter = register_fake_sft(cfg, tmp_path / "lora_run")
+    metrics, data = run_method("ppo", cfg, tmp_path / "run")
+    assert metrics["details"]["sft_adapter"] == str(adapter.resolve())
+    assert metrics["details"]["sft_trained_here"] is False and data["stage"]["trained_here"] is False
+    log = [e for e in log_lines(tmp_path / "run") if "reward" in e]
+    # The policy starts as the SFT adapter and the reference is a frozen copy of it (not the base):
+    # no KL at first; once the first rollout's rewards differ, the update moves the policy away.
+    assert log[0]["kl"] == 0.0 and log[0]["reward_std"] > 0 and log[1]["kl"] != 0.0
+    saved = tmp_path / "run" / "adapter"
+    assert (saved / "adapter_config.json").is_file() and not (saved / "reference").exists()

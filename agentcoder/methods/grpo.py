@@ -58,8 +58,9 @@ def grpo_config(cfg: DictConfig, output_dir: Path, base: Base) -> Any:
         use_vllm=g.use_vllm,
         vllm_mode=g.vllm_mode,
         vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
-        # Completions are scored as a whole; the reward is already in [-1, 1].
-        log_completions=False,
+        # Dropout off: with it the policy's log-probabilities would differ from the reference's
+        # (and from the sampling pass) by noise alone.
+        disable_dropout=True,
     )
 
 

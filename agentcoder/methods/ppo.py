@@ -346,6 +346,7 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
     bar = tqdm(range(1, iterations + 1), desc="ppo", unit="it", disable=not progress)
     for it in bar:
         ro = rollout(policy, [rows[i] for i in next(batches)], reward, p, micro_batch)
+        lr = scheduler.get_last_lr()[0]  # this iteration's (first) learning rate
         update = ppo_update(policy, ro, optimizer, scheduler, p, micro_batch, grad_accum, generator)
         lengths = ro.mask.sum(1)
         figures = {
@@ -355,7 +356,7 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
             "kl_per_completion": ro.kl.sum(1).mean().item(),
             "completion_length": lengths.mean().item(),
             "tokens": int(ro.attention.sum().item()),
-            "learning_rate": scheduler.get_last_lr()[0],
+            "learning_rate": lr,
             **update,
         }
         history.append(figures)
