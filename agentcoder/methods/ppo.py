@@ -253,11 +253,13 @@ def rollout(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[...
     attention = torch.cat([prompt_mask, mask], 1)
     logprobs, values, ref_logprobs = [], [], []
     for s in _chunks(len(rows), micro_batch):
-        lp, v, _ = score_tokens(policy, ids[s], attention[s], width, p.temperature)
+        with policy.accelerator.autocast():  # the update's numerics, so that its first ratios are 1
+            lp, v, _ = score_tokens(policy, ids[s], attention[s], width, p.temperature)
+            with reference_pass(policy):
+                ref_logprobs.append(score_tokens(policy, ids[s], attention[s], width, p.temperature,
+                                                 values=False)[0])
         logprobs.append(lp)
         values.append(v)
-        with reference_pass(policy):
-            ref_logprobs.append(score_tokens(policy, ids[s], attention[s], width, p.temperature, values=False)[0])
     logprobs, values, ref = torch.cat(logprobs), torch.cat(values), torch.cat(ref_logprobs)
     maskf = mask.float()
     rewards, kl = token_rewards(scores, logprobs, ref, maskf, p.kl_coef)
