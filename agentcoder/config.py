@@ -152,23 +152,34 @@ class DpoParams:
 
 @dataclass
 class PpoParams:
-    kl_coef: float = 0.05
-    clip_range: float = 0.2
-    value_clip_range: float = 0.2
+    """method.ppo (agentcoder/methods/ppo.py); the minibatch is method.train.batch_size x grad_accum."""
+
+    kl_coef: float = 0.05  # per-token KL penalty to the frozen SFT reference, in the reward
+    clip_range: float = 0.2  # policy ratio clip
+    value_clip_range: float = 0.2  # value prediction clip around the rollout's values
+    vf_coef: float = 0.1  # value loss weight in the shared-trunk loss
     gamma: float = 1.0
-    lam: float = 0.95
-    ppo_epochs: int = 4
-    rollout_batch_size: int = 16
+    lam: float = 0.95  # GAE lambda
+    ppo_epochs: int = 4  # passes over each rollout batch
+    rollout_batch_size: int = 16  # prompts sampled per iteration (one completion each)
     max_new_tokens: int = 128
     temperature: float = 1.0
+    max_grad_norm: float = 1.0
 
 
 @dataclass
 class GrpoParams:
-    num_generations: int = 4
-    beta: float = 0.04
+    """method.grpo (TRL's GRPOConfig); method.train.batch_size counts completions, so batch_size x
+    grad_accum must be a multiple of num_generations."""
+
+    num_generations: int = 4  # completions per prompt (the group)
+    beta: float = 0.04  # KL to the frozen SFT reference (0: no reference pass)
+    epsilon: float = 0.2  # ratio clip
     temperature: float = 1.0
     max_completion_length: int = 128
+    use_vllm: bool = False  # generate with vLLM (needs `pip install vllm` and a GPU)
+    vllm_mode: str = "colocate"  # colocate: in the training process | server: `trl vllm-serve`
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: share of GPU memory vLLM takes
 
 
 @dataclass
@@ -258,6 +269,7 @@ _CHOICES = {
     "method.train.packing": ("auto", "rows", "flat", "none"),
     "method.init": ("sft", "base"),
     "method.dpo.loss_type": ("sigmoid", "ipo", "hinge", "robust"),
+    "method.grpo.vllm_mode": ("colocate", "server"),
     "eval.objective": OBJECTIVES,
 }
 
@@ -331,8 +343,14 @@ def _check_range(cfg: DictConfig) -> None:
         need("method.grpo.beta", m.grpo.beta >= 0, "a number >= 0")
         need("method.grpo.temperature", m.grpo.temperature > 0, "a positive number")
         need("method.grpo.max_completion_length", m.grpo.max_completion_length > 0, "a positive int")
+        need("method.grpo.epsilon", 0 < m.grpo.epsilon < 1, "a number in (0, 1)")
+        need("method.grpo.vllm_gpu_memory_utilization", 0 < m.grpo.vllm_gpu_memory_utilization < 1, "a share in (0, 1)")
+        bs = m.train.batch_size
+        need("method.train.batch_size", isinstance(bs, int) and (bs * m.train.grad_accum) % m.grpo.num_generations == 0,
+             f"batch_size x grad_accum to be a multiple of method.grpo.num_generations={m.grpo.num_generations}")
     if "ppo" in m:
         p = m.ppo
+        need("method.train.batch_size", isinstance(m.train.batch_size, int), "a positive int (rows per PPO forward)")
         need("method.ppo.kl_coef", p.kl_coef >= 0, "a number >= 0")
         need("method.ppo.clip_range", 0 < p.clip_range < 1, "a number in (0, 1)")
         need("method.ppo.value_clip_range", p.value_clip_range > 0, "a positive number")
@@ -342,6 +360,8 @@ def _check_range(cfg: DictConfig) -> None:
         need("method.ppo.rollout_batch_size", p.rollout_batch_size > 0, "a positive int")
         need("method.ppo.max_new_tokens", p.max_new_tokens > 0, "a positive int")
         need("method.ppo.temperature", p.temperature > 0, "a positive number")
+        need("method.ppo.vf_coef", p.vf_coef >= 0, "a number >= 0")
+        need("method.ppo.max_grad_norm", p.max_grad_norm > 0, "a positive number")
     if "reward" in m:
         w = m.reward
         need("method.reward.exact", w.exact > w.function_name + w.arguments,

@@ -126,13 +126,6 @@ def test_failed_run_leaves_traceback_and_failed_status(tmp_path):
     assert "Traceback" in (run_dir / "error.txt").read_text()
 
 
-def test_unbuilt_method_fails_clearly(tmp_path):
-    proc = launch("method=ppo", f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode == 2
-    assert "method=ppo is not available yet" in proc.stderr
-    assert not (tmp_path / "run").exists()  # refused before any run dir
-
-
 def _statuses(sweep: Path) -> dict[str, str]:
     return {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/run.json")}
 

@@ -87,8 +87,9 @@ def test_unknown_keys_of_another_method_are_refused(tmp_path):
     assert "beta" not in cfg.method and cfg.method.grpo.beta == 0.04
 
 
-def test_planned_methods_say_so():
-    with pytest.raises(methods.MethodNotAvailable, match="not available yet"):
-        load_method("ppo")
+def test_planned_methods_say_so(monkeypatch):
+    monkeypatch.setitem(METHODS, "planned", MethodSpec(ToyMethod, None))
+    with pytest.raises(methods.MethodNotAvailable, match="method planned is not available yet"):
+        load_method("planned")
     with pytest.raises(methods.MethodNotAvailable, match="unknown method"):
         load_method("nope")

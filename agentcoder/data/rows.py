@@ -86,7 +86,12 @@ def within_length(
     return Dataset.from_list(kept), dict(sorted(dropped.items()))
 
 
-def rl_dataset(examples: Iterable[Example], fmt: PromptFormat) -> Any:
+def rl_dataset(examples: Iterable[Example], fmt: PromptFormat, max_prompt_tokens: int | None = None) -> Any:
+    """A datasets.Dataset of RL rows; prompts longer than MAX_PROMPT_TOKENS are left out (the
+    completion must still fit the model's context after them)."""
     from datasets import Dataset
 
-    return Dataset.from_list([fmt.rl_row(ex) for ex in examples])
+    rows = [fmt.rl_row(ex) for ex in examples]
+    if max_prompt_tokens is not None:
+        rows = [r for r in rows if fmt.n_tokens(r["prompt"]) <= max_prompt_tokens]
+    return Dataset.from_list(rows)

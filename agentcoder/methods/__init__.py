@@ -34,8 +34,8 @@ METHODS: dict[str, MethodSpec] = {
     "baseline": MethodSpec(BaselineMethod, "agentcoder.methods.baseline"),
     "lora": MethodSpec(LoraMethod, "agentcoder.methods.lora"),
     "dpo": MethodSpec(DpoMethod, None),
-    "ppo": MethodSpec(PpoMethod, None),
-    "grpo": MethodSpec(GrpoMethod, None),
+    "ppo": MethodSpec(PpoMethod, "agentcoder.methods.ppo"),
+    "grpo": MethodSpec(GrpoMethod, "agentcoder.methods.grpo"),
     "debug": MethodSpec(DebugMethod, "agentcoder.methods.debug"),  # launcher self-test, loads no model
 }
 

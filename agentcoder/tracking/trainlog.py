@@ -1,4 +1,5 @@
-"""Training logs of a run: `train_log.jsonl` (one line per trainer log event) and `loss_curve.png`.
+"""Training logs of a run: `train_log.jsonl` (one line per trainer log event), `loss_curve.png`
+and, for RL methods, `reward_curve.png`.
 
 Importable without torch or transformers: the TrainerCallback class is built on first use, so
 readers (plots, comparisons) can use `read_train_log` / `plot_loss_curve` cheaply.
@@ -14,6 +15,7 @@ from typing import Any
 
 TRAIN_LOG_FILE = "train_log.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
+REWARD_CURVE_FILE = "reward_curve.png"
 
 
 class TrainLog:
@@ -77,6 +79,43 @@ def plot_loss_curve(log_path: Path, png_path: Path) -> Path | None:
         ax2.set_ylim(-0.02, 1.02)
         ax2.legend(loc="upper right")
     ax.legend(loc="upper left")
+    return _save(fig, png_path, plt)
+
+
+def plot_reward_curve(log_path: Path, png_path: Path) -> Path | None:
+    """RL training: mean reward (with its std as a band) and the KL to the reference (right axis)
+    per step, from the `reward`, `reward_std` and `kl` entries; None when no reward was logged."""
+    entries = read_train_log(log_path)
+    steps, reward = _series(entries, "reward")
+    if not steps:
+        return None
+    _, std = _series([e for e in entries if "reward" in e], "reward_std")
+    ksteps, kl = _series(entries, "kl")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    marker = "." if len(steps) < 50 else None
+    ax.plot(steps, reward, color="tab:green", marker=marker, label="reward (mean)")
+    if len(std) == len(steps):
+        lo = [r - s for r, s in zip(reward, std, strict=True)]
+        hi = [r + s for r, s in zip(reward, std, strict=True)]
+        ax.fill_between(steps, lo, hi, color="tab:green", alpha=0.15, label="reward ± std")
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    if ksteps:
+        ax2 = ax.twinx()
+        ax2.plot(ksteps, kl, color="tab:red", marker=marker, label="KL to reference")
+        ax2.set_ylabel("KL to reference")
+        ax2.legend(loc="upper right")
+    return _save(fig, png_path, plt)
+
+
+def _save(fig: Any, png_path: Path, plt: Any) -> Path:
     fig.tight_layout()
     png_path = Path(png_path)
     tmp = png_path.with_name(f".{png_path.name}.tmp")

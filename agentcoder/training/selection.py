@@ -39,7 +39,9 @@ class ValSelection(TrainerCallback):
         self.last_score: float | None = None
         self.eval_time_s = 0.0
 
-    def score(self, model: Any, step: int) -> float:
+    def check(self, model: Any, step: int) -> dict[str, float]:
+        """Val exact match of MODEL at STEP; on improvement the adapter and best.json are saved.
+        Returns the figures to log (the trainer callback logs them; PPO's loop writes its own log)."""
         from agentcoder.evaluation.evaluator import evaluate
 
         t0 = time.perf_counter()
@@ -58,13 +60,17 @@ class ValSelection(TrainerCallback):
             self.best_score, self.best_step = em, step
             best = {"val_exact_match": em, "step": step, "n_val": len(self.examples)}
             atomic_write_json(self.run_dir / BEST_FILE, best)
+        print(f"[{self.tag}] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
+        return {"val_exact_match": em, "val_best_exact_match": self.best_score, "val_s": seconds}
+
+    def score(self, model: Any, step: int) -> float:
+        figures = self.check(model, step)
         # trainer.log resets control.should_log; inside on_step_end that would drop this step's loss.
         control = self.trainer.control
         should_log = control.should_log
-        self.trainer.log({"val_exact_match": em, "val_best_exact_match": self.best_score, "val_s": seconds})
+        self.trainer.log(figures)
         control.should_log = should_log
-        print(f"[{self.tag}] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
-        return em
+        return figures["val_exact_match"]
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
         if self.examples and self.eval_steps and state.global_step % self.eval_steps == 0:
@@ -80,7 +86,10 @@ def save_adapter(model: Any, tokenizer: Any, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    # Only the trained adapter: a frozen reference copy (GRPO's "ref", PPO's "reference") is not the result.
+    adapters = getattr(model, "peft_config", {})
+    selected = {"selected_adapters": [model.active_adapter]} if len(adapters) > 1 else {}
+    model.save_pretrained(str(tmp), **selected)
     tokenizer.save_pretrained(str(tmp))
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)

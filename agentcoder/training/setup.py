@@ -197,3 +197,13 @@ def fit_lengths(cfg: DictConfig, lengths: list[int]) -> tuple[DictConfig, dict[s
     fitted = OmegaConf.merge(cfg, {"method": {"train": {"max_length": max_length, "batch_size": batch_size}}})
     return fitted, {"max_length": max_length, "batch_size": batch_size,
                     "max_length_auto": t.max_length == "auto", "batch_size_auto": t.batch_size == "auto"}
+
+
+def prompt_budget(cfg: DictConfig, completion_tokens: int) -> int | None:
+    """The longest prompt that leaves COMPLETION_TOKENS of method.train.max_length (None: no cap)."""
+    from omegaconf import OmegaConf
+
+    max_length = cfg.method.train.max_length
+    if max_length == "auto":  # RL rows are prompts only: the model's context is the cap
+        max_length = OmegaConf.select(cfg, "model.architecture.max_position_embeddings")
+    return None if max_length is None else max(1, int(max_length) - completion_tokens)

@@ -7,7 +7,8 @@ method.train, eval.max_new_tokens for val selection).  A later method asks `sft_
 the registered adapter if one exists, otherwise the stage is trained inside the run, in
 `<run_dir>/sft_stage/` (a complete lora run dir of its own), and registered.  A file lock per key
 keeps two parallel jobs from training the same stage.  Registrations live in
-`<cache_dir>/stages/sft-<key>.json`.
+`<cache_dir>/stages/sft-<key>.json`.  `start_policy` is what a staged recipe calls: the stage's
+adapter loaded trainable (method.init=sft), or the bare base and a fresh LoRA (method.init=base).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.tracking.records import RunRecord, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from agentcoder.training.session import Base
 
 STAGE_SUBDIR = "sft_stage"
 # What decides the SFT adapter; everything else (eval.limit, paths, the later method) does not.
@@ -95,3 +99,16 @@ def sft_adapter(cfg: DictConfig, record: RunRecord) -> tuple[Path, bool]:
         record.update(stage={"key": key, "sft_adapter": str(adapter), "sft_run_dir": str(stage_dir),
                              "trained_here": True})
         return adapter, True
+
+
+def start_policy(cfg: DictConfig, record: RunRecord, tag: str) -> tuple[Base, Any, dict[str, Any]]:
+    """The base with the policy to train: the SFT stage's adapter, trainable (method.init=sft), or
+    the bare base plus a fresh LoRA config (method.init=base).  Also the stage's details."""
+    from agentcoder.training.adapters import load_policy
+
+    if cfg.method.init == "base":
+        base, peft_config = load_policy(cfg, record, tag)
+        return base, peft_config, {"init": "base"}
+    adapter, trained_here = sft_adapter(cfg, record)
+    base, peft_config = load_policy(cfg, record, tag, adapter=adapter, mode="continue")
+    return base, peft_config, {"init": "sft", "sft_adapter": str(adapter), "sft_trained_here": trained_here}

@@ -1,0 +1,133 @@
+"""method=ppo: the math against hand-computed numbers, the reward rising on a toy task, a full run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agentcoder.methods.ppo import completion_mask, gae, masked_whiten, policy_loss, token_rewards, value_loss
+from tests.rl_toy import TOY_PROMPTS, letter_share, rose, toy_lora, toy_model
+from tests.test_lora import bfcl_cache  # noqa: F401  (module-scoped fixture)
+
+
+def close(actual: torch.Tensor, expected: list) -> None:
+    torch.testing.assert_close(actual, torch.tensor(expected), atol=1e-6, rtol=1e-6)
+
+
+def test_gae_matches_hand_computed_advantages():
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 9.0]])
+    values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # row 2 ends after two tokens
+    advantages, returns = gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    # By hand, backwards, gamma*lam = 0.45.  Row 1: A2 = 1 - 0.5 = 0.5; A1 = (0.9*0.5 - 0.5) + 0.45*0.5 = 0.175;
+    # A0 = -0.05 + 0.45*0.175.  Row 2: the reward 9 and value 7 past its end count as 0: A1 = 2, A0 = -1 + 0.45*2.
+    close(advantages, [[0.02875, 0.175, 0.5], [-0.1, 2.0, 0.0]])
+    close(returns, [[0.52875, 0.675, 1.0], [0.9, 2.0, 0.0]])
+
+
+def test_whitening_uses_only_the_masked_entries():
+    x = torch.tensor([1.0, 2.0, 3.0, 100.0])
+    white = masked_whiten(x, torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    close(white, [-1.0, 0.0, 1.0, 0.0])  # mean 2, unbiased variance 1
+
+
+def test_token_rewards_put_the_score_on_the_last_token_and_the_kl_penalty_everywhere():
+    scores = torch.tensor([1.0, -0.5])
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0], [-1.0, -2.0, -9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    rewards, kl = token_rewards(scores, logprobs, ref, mask, kl_coef=0.1)
+    close(kl, [[0.5, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    close(rewards, [[-0.05, 0.0, 1.1], [0.0, -0.6, 0.0]])
+
+
+def test_completion_mask_keeps_the_stop_token_and_drops_what_follows():
+    tokens = torch.tensor([[5, 2, 2, 2], [5, 6, 7, 8], [2, 2, 2, 2]])
+    assert completion_mask(tokens, [2]).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+
+
+def test_clipped_policy_loss_matches_hand_computed_numbers():
+    ratios = torch.tensor([[1.5, 0.5, 1.1]])
+    advantages = torch.tensor([[1.0, -1.0, 2.0]])
+    old = torch.zeros(1, 3)
+    loss, stats = policy_loss(ratios.log(), old, advantages, torch.ones(1, 3), clip_range=0.2)
+    # max(-A r, -A clip(r)): -1.2 (clipped at 1.2), 0.8 (clipped at 0.8), -2.2 (inside the range)
+    assert loss.item() == pytest.approx((-1.2 + 0.8 - 2.2) / 3)
+    assert stats["clip_fraction"] == pytest.approx(2 / 3)
+    assert stats["approx_kl"] == pytest.approx(sum(0.5 * math.log(r) ** 2 for r in (1.5, 0.5, 1.1)) / 3)
+
+
+def test_clipped_value_loss_matches_hand_computed_numbers():
+    values = torch.tensor([[1.0, 0.0, 0.6]])
+    old = torch.tensor([[0.5, 0.5, 0.5]])
+    returns = torch.tensor([[2.0, 0.0, 0.0]])
+    loss, stats = value_loss(values, old, returns, torch.ones(1, 3), clip_range=0.2)
+    # clipped values 0.7, 0.3, 0.6: max((V-R)^2, (Vc-R)^2) = 1.69, 0.09, 0.36
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.09 + 0.36) / 3)
+    assert stats["value_clip_fraction"] == pytest.approx(2 / 3)
+
+
+def test_ppo_raises_the_reward_on_a_toy_task(tiny_model_dir, tiny_tokenizer):
+    from peft import get_peft_model
+
+    from agentcoder.config import PpoParams
+    from agentcoder.methods import ppo
+
+    policy = ppo.make_policy(get_peft_model(toy_model(tiny_model_dir), toy_lora()), tiny_tokenizer, None)
+    p = PpoParams(rollout_batch_size=16, max_new_tokens=8, kl_coef=0.0, ppo_epochs=4)
+    optimizer, scheduler = ppo.make_optimizer(policy, 3e-2, 0.0, "constant", 0, 100)
+    history = ppo.train_ppo(policy, TOY_PROMPTS, letter_share, p, iterations=4, micro_batch=8, grad_accum=1,
+                            optimizer=optimizer, scheduler=scheduler, seed=0, progress=False)
+    rewards = [h["reward"] for h in history]
+    assert rose(rewards, 0.1), rewards
+    assert {"reward_std", "clip_fraction", "value_loss", "entropy", "kl"} <= set(history[0])
+
+
+def test_ppo_run_from_base_writes_the_run_files(tiny_model_dir, bfcl_cache, tmp_path):  # noqa: F811
+    from tests.test_grpo import log_lines, rl_cfg, run_method
+
+    cfg = rl_cfg(
+        "ppo", tiny_model_dir, bfcl_cache, "method.init=base", "method.train.max_steps=2",
+        "method.train.batch_size=2", "method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=8",
+        "method.ppo.ppo_epochs=2", "method.train.eval_steps=1",
+    )
+    metrics, data = run_method("ppo", cfg, tmp_path)
+    t = metrics["training"]
+    assert metrics["method"] == "ppo" and t["steps"] == 2 and t["optimizer_steps"] == 2 * 2 * 2
+    assert metrics["details"]["init"] == "base" and metrics["details"]["ppo"]["ppo_epochs"] == 2
+    log = log_lines(tmp_path)
+    per_iteration = [e for e in log if "reward" in e]
+    assert [e["step"] for e in per_iteration] == [1, 2]
+    for key in ("reward_std", "kl", "clip_fraction", "value_loss", "entropy", "loss"):
+        assert all(isinstance(e[key], float) for e in per_iteration), key
+    assert per_iteration[0]["kl"] == 0.0  # a fresh LoRA starts as the reference (the base)
+    assert [e["step"] for e in log if "val_exact_match" in e] == [1, 2]
+    assert t["best_step"] in (1, 2) and t["first_reward"] == round(per_iteration[0]["reward"], 4)
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "reward_curve.png").stat().st_size > 1000
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert data["train"]["schedule"]["iterations"] == 2 and data["train"]["trainable_params"] > 0
+
+
+def test_ppo_from_the_sft_stage_keeps_it_as_the_frozen_reference(tiny_model_dir, bfcl_cache, tmp_path):  # noqa: F811
+    from tests.rl_toy import register_fake_sft
+    from tests.test_grpo import log_lines, rl_cfg, run_method
+
+    cfg = rl_cfg(
+        "ppo", tiny_model_dir, bfcl_cache, "method.train.max_steps=2", "method.train.batch_size=4",
+        "method.ppo.rollout_batch_size=8", "method.ppo.max_new_tokens=8", "method.ppo.ppo_epochs=1",
+        "method.train.lr=1e-2", "method.train.scheduler=constant", "method.train.evaluations=1",
+        "eval.limit=2", "method.train.val_limit=2",
+    )
+    adapter = register_fake_sft(cfg, tmp_path / "lora_run")
+    metrics, data = run_method("ppo", cfg, tmp_path / "run")
+    assert metrics["details"]["sft_adapter"] == str(adapter.resolve())
+    assert metrics["details"]["sft_trained_here"] is False and data["stage"]["trained_here"] is False
+    log = [e for e in log_lines(tmp_path / "run") if "reward" in e]
+    # The policy starts as the SFT adapter and the reference is a frozen copy of it (not the base):
+    # no KL at first; once the first rollout's rewards differ, the update moves the policy away.
+    assert log[0]["kl"] == 0.0 and log[0]["reward_std"] > 0 and log[1]["kl"] != 0.0
+    saved = tmp_path / "run" / "adapter"
+    assert (saved / "adapter_config.json").is_file() and not (saved / "reference").exists()
