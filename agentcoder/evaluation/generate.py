@@ -45,8 +45,12 @@ def generate_batched(
     batch_size: int | str = "auto",
     progress: bool = True,
     desc: str = "generate",
+    sampling: dict[str, Any] | None = None,
 ) -> Iterator[Generation]:
-    """Yield one Generation per prompt (in batch order, each with its input index)."""
+    """Yield one Generation per prompt (in batch order, each with its input index).
+
+    Greedy unless SAMPLING gives model.generate sampling settings (e.g. do_sample, temperature, top_p).
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -74,8 +78,7 @@ def generate_batched(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    num_beams=1,
+                    **{"do_sample": False, "num_beams": 1, **(sampling or {})},
                     eos_token_id=eos_ids,
                     pad_token_id=pad_id,
                 )

@@ -79,7 +79,8 @@ def save_adapter(model: Any, tokenizer: Any, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    # The trained adapter only: a DPO model also carries TRL's frozen "ref" copy of it.
+    model.save_pretrained(str(tmp), selected_adapters=[model.active_adapter])
     tokenizer.save_pretrained(str(tmp))
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
