@@ -213,12 +213,17 @@ def dpo_figures(log_path: Path) -> dict[str, Any]:
     """Reward margin and accuracy (and loss) at the first and last logging step, from TRL's logs."""
     from agentcoder.tracking.trainlog import read_train_log
 
-    logged = [e for e in read_train_log(log_path) if "rewards/margins" in e]
+    # A val evaluation's log line takes TRL's pending metrics, the loss line of its step has none:
+    # the lines of one step are merged.
+    by_step: dict[int, dict[str, Any]] = {}
+    for entry in read_train_log(log_path):
+        if "step" in entry:
+            by_step.setdefault(int(entry["step"]), {}).update(entry)
+    logged = [by_step[s] for s in sorted(by_step) if "rewards/margins" in by_step[s]]
     if not logged:
         return {}
-    keys = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
-    return {"first": {"step": logged[0]["step"], **{k: logged[0].get(k) for k in keys}},
-            "last": {"step": logged[-1]["step"], **{k: logged[-1].get(k) for k in keys}}}
+    keys = ("step", "loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
+    return {"first": {k: logged[0].get(k) for k in keys}, "last": {k: logged[-1].get(k) for k in keys}}
 
 
 # --------------------------------------------------------------------------- the recipe
