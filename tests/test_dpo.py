@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agentcoder.data import Example, GoldCall, PromptFormat
-from agentcoder.methods.dpo import Candidate, build_pairs, choose_pair, corrupt_answer, score
+from agentcoder.training.pairs import Candidate, build_pairs, choose_pair, corrupt_answer, score
 from tests.helpers import compose_cfg
 from tests.test_data_loading import build_wheel
 from tests.test_lora import SIZES
