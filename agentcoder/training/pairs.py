@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def load_or_sample(cfg: DictConfig, model: Any, fmt: Any, examples: Sequence[Exa
         return {r["id"]: [Candidate(**c) for c in r["candidates"]] for r in rows}
     samples = sample_candidates(cfg, model, fmt, examples)
     atomic_write_text(path, "".join(
-        json.dumps({"id": i, "candidates": [c.__dict__ for c in cands]}, ensure_ascii=False) + "\n"
+        json.dumps({"id": i, "candidates": [asdict(c) for c in cands]}, ensure_ascii=False) + "\n"
         for i, cands in samples.items()
     ))
     return samples
