@@ -146,8 +146,16 @@ class RewardWeights:
 
 @dataclass
 class DpoParams:
+    """method.dpo: the loss, and how preference pairs are sampled from the starting policy."""
+
     beta: float = 0.1
     loss_type: str = "sigmoid"
+    num_samples: int = 4  # candidates sampled per train prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_prompt_length: int | None = None  # longer prompts are not sampled (null: all)
+    max_completion_length: int | None = None  # sampling's max new tokens (null: eval.max_new_tokens)
+    corrupted_pairs: bool = False  # gold vs a corrupted gold for prompts with no incorrect sample
 
 
 @dataclass
@@ -337,7 +345,14 @@ def _check_range(cfg: DictConfig) -> None:
         need("method.train.packing", t.packing == "none" or t.max_length is not None,
              "none when method.train.max_length is null (packing fills rows of max_length tokens)")
     if "dpo" in m:
-        need("method.dpo.beta", m.dpo.beta > 0, "a positive number")
+        d = m.dpo
+        need("method.dpo.beta", d.beta > 0, "a positive number")
+        need("method.dpo.num_samples", d.num_samples > 0, "a positive int (candidates per train prompt)")
+        need("method.dpo.temperature", d.temperature > 0, "a positive number")
+        need("method.dpo.top_p", 0 < d.top_p <= 1, "a number in (0, 1]")
+        for key in ("max_prompt_length", "max_completion_length"):
+            if d[key] is not None:
+                need(f"method.dpo.{key}", d[key] > 0, "a positive int or null")
     if "grpo" in m:
         need("method.grpo.num_generations", m.grpo.num_generations >= 2, "an int >= 2 (GRPO compares a group)")
         need("method.grpo.beta", m.grpo.beta >= 0, "a number >= 0")

@@ -88,8 +88,12 @@ def generate_batched(
     solo: Collection[int] = (),
     progress: bool = True,
     desc: str = "generate",
+    sampling: dict[str, Any] | None = None,
 ) -> Iterator[Generation]:
-    """Yield one Generation per prompt (in batch order, each with its input index)."""
+    """Yield one Generation per prompt (in batch order, each with its input index).
+
+    Greedy unless SAMPLING gives model.generate sampling settings (e.g. do_sample, temperature, top_p).
+    """
     from tqdm.auto import tqdm
 
     device = _model_device(model)
@@ -114,7 +118,8 @@ def generate_batched(
             prefill = len(batch) * max(len(encoded[i]) for i in batch)
             bar.set_postfix_str(f"{meter.tokens} new tokens, prefill {prefill} tokens", refresh=progress)
             t0 = time.perf_counter()
-            new = _generate_rows(model, [encoded[i] for i in batch], max_new_tokens, eos_ids, pad_id, device, meter)
+            new = _generate_rows(model, [encoded[i] for i in batch], max_new_tokens, eos_ids, pad_id, device, meter,
+                                 sampling)
             elapsed = time.perf_counter() - t0
             for row, i in enumerate(batch):
                 yield Generation(
@@ -135,9 +140,10 @@ def generate_batched(
 
 def _generate_rows(
     model: Any, seqs: list[list[int]], max_new_tokens: int, eos_ids: list[int], pad_id: int, device: Any,
-    meter: _TokenMeter,
+    meter: _TokenMeter, sampling: dict[str, Any] | None = None,
 ) -> list[list[int]]:
-    """Greedy continuations of SEQS (cut at the first stop token), finished rows dropped between chunks."""
+    """Continuations of SEQS (cut at the first stop token), finished rows dropped between chunks; greedy
+    unless SAMPLING gives model.generate sampling settings."""
     import torch
 
     width = max(len(s) for s in seqs)
@@ -157,8 +163,9 @@ def _generate_rows(
             meter.rows = len(live)
             resume = {} if cache is None else {_cache_kwarg(): cache}
             out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=step, do_sample=False, num_beams=1,
-                eos_token_id=eos_ids, pad_token_id=pad_id, return_dict_in_generate=True, streamer=meter, **resume,
+                input_ids=ids, attention_mask=mask, max_new_tokens=step,
+                **{"do_sample": False, "num_beams": 1, **(sampling or {})}, eos_token_id=eos_ids,
+                pad_token_id=pad_id, return_dict_in_generate=True, streamer=meter, **resume,
             )  # fmt: skip
             new = out.sequences[:, ids.shape[1] :]
             produced += step

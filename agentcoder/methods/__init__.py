@@ -33,7 +33,7 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "baseline": MethodSpec(BaselineMethod, "agentcoder.methods.baseline"),
     "lora": MethodSpec(LoraMethod, "agentcoder.methods.lora"),
-    "dpo": MethodSpec(DpoMethod, None),
+    "dpo": MethodSpec(DpoMethod, "agentcoder.methods.dpo"),
     "ppo": MethodSpec(PpoMethod, "agentcoder.methods.ppo"),
     "grpo": MethodSpec(GrpoMethod, "agentcoder.methods.grpo"),
     "debug": MethodSpec(DebugMethod, "agentcoder.methods.debug"),  # launcher self-test, loads no model

@@ -79,7 +79,7 @@ def plot_loss_curve(log_path: Path, png_path: Path) -> Path | None:
         ax2.set_ylim(-0.02, 1.02)
         ax2.legend(loc="upper right")
     ax.legend(loc="upper left")
-    return _save(fig, png_path, plt)
+    return _save(fig, png_path)
 
 
 def plot_reward_curve(log_path: Path, png_path: Path) -> Path | None:
@@ -112,10 +112,42 @@ def plot_reward_curve(log_path: Path, png_path: Path) -> Path | None:
         ax2.plot(ksteps, kl, color="tab:red", marker=marker, label="KL to reference")
         ax2.set_ylabel("KL to reference")
         ax2.legend(loc="upper right")
-    return _save(fig, png_path, plt)
+    return _save(fig, png_path)
 
 
-def _save(fig: Any, png_path: Path, plt: Any) -> Path:
+def plot_dpo_curves(log_path: Path, png_path: Path) -> Path | None:
+    """DPO's loss, and its reward margin and accuracy (right axis), per step; None when nothing was logged."""
+    entries = read_train_log(log_path)
+    steps, loss = _series(entries, "loss")
+    msteps, margin = _series(entries, "rewards/margins")
+    if not msteps:
+        return None
+    _, accuracy = _series(entries, "rewards/accuracies")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax.plot(steps, loss, color="tab:blue", marker="." if len(steps) < 50 else None)
+    ax.set(xlabel="step", ylabel="DPO loss", title="loss")
+    ax2.plot(msteps, margin, color="tab:green", label="reward margin (chosen - rejected)")
+    ax2.set(xlabel="step", ylabel="reward margin", title="rewards")
+    if len(accuracy) == len(msteps):
+        acc = ax2.twinx()
+        acc.plot(msteps, accuracy, color="tab:orange", linestyle="--", label="reward accuracy")
+        acc.set_ylabel("reward accuracy")
+        acc.set_ylim(-0.02, 1.02)
+        acc.legend(loc="lower right")
+    ax2.legend(loc="upper left")
+    for a in (ax, ax2):
+        a.grid(alpha=0.3)
+    return _save(fig, png_path)
+
+
+def _save(fig: Any, png_path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     png_path = Path(png_path)
     tmp = png_path.with_name(f".{png_path.name}.tmp")

@@ -6,6 +6,8 @@
     selection  - val exact match every eval_steps, the best adapter saved atomically and restored
     adapters   - start from a saved adapter: keep training it, or merge it and add a fresh LoRA
     session    - load the base, train with resume, the figures, and the final test evaluation
+    stages     - the SFT stage a staged method starts from: reused from a lora run or trained
+    pairs      - preference pairs from a policy's own samples (DPO)
 
 Importing this package is light; torch and the libraries load inside the functions.
 """
