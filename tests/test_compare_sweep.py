@@ -60,18 +60,18 @@ def test_grid_expands_and_compare_lists_its_failures(tmp_path):
 
 @pytest.mark.slow
 def test_real_sweep_on_a_tiny_model_then_compare(tiny_model_dir, tmp_path):
-    """baseline and lora (2 seeds) and an unbuilt method through the launcher, then the comparator."""
+    """baseline and lora (2 seeds) through the launcher, then the comparator (failed jobs: the grid test)."""
     cache = tmp_path / "cache"
     sha = sha256_file(build_wheel(cache, {"simple_python": 12, "live_parallel": 8, "irrelevance": 8}))
     sweep = tmp_path / "multirun"
     proc = launch(
-        "-m", "method=baseline,lora,ppo", "seed=1,2", "model.source=hub", f"model.hub_id={tiny_model_dir}",
+        "-m", "method=baseline,lora", "seed=1,2", "model.source=hub", f"model.hub_id={tiny_model_dir}",
         "data.categories=[simple_python,live_parallel,irrelevance]", f"data.embedded.sha256={sha}",
         f"cache_dir={cache}", "eval.limit=4", "eval.max_new_tokens=8", "eval.batch_size=4",
         f"hydra.sweep.dir={sweep}", timeout=900,
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]  # ppo is not built: its jobs fail, the others complete
-    assert "4 completed, 2 failed" in proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 completed, 0 failed" in proc.stdout
     out = tmp_path / "cmp"
     compare([str(sweep), "--out", str(out), "--report", "--resamples", "300"])
     table = pd.read_csv(out / "comparison.csv").set_index("method")
@@ -82,8 +82,6 @@ def test_real_sweep_on_a_tiny_model_then_compare(tiny_model_dir, tmp_path):
     for method in ("baseline", "lora"):
         lo, hi = table.loc[method, "exact_match_lo"], table.loc[method, "exact_match_hi"]
         assert 0 <= lo <= table.loc[method, "exact_match_mean"] <= hi <= 1 and hi - lo > 0.2  # n=3: wide
-    failures = pd.read_csv(out / "failures.csv")
-    assert list(failures["method"]) == ["ppo", "ppo"] and (failures["status"] == "failed").all()
     for png in ("accuracy_vs_fraction.png", "efficiency_by_quant.png", "training_curves.png"):
         assert (out / png).stat().st_size > 10_000
     assert "not yet run" in (out / "report.md").read_text()
