@@ -88,23 +88,19 @@ def dpo_figures(log_path: Path) -> dict[str, Any]:
 
 def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
     """SFT stage, pairs from its samples, DPO, select on val, test."""
-    from agentcoder.data import PromptFormat, load_splits
+    from agentcoder.data import PromptFormat
     from agentcoder.evaluation.evaluator import select_examples
     from agentcoder.tracking.trainlog import TRAIN_LOG_FILE, plot_dpo_curves
     from agentcoder.training.adapters import load_policy
     from agentcoder.training.pairs import build_pairs, load_or_sample
-    from agentcoder.training.selection import ADAPTER_DIR, ValSelection, recover_adapter
-    from agentcoder.training.session import CHECKPOINT_DIR, callbacks, finish, fit
+    from agentcoder.training.selection import ValSelection
+    from agentcoder.training.session import CHECKPOINT_DIR, callbacks, finish, fit, train_splits
     from agentcoder.training.stages import sft_adapter
 
     run_dir, d, t = record.dir, cfg.method.dpo, cfg.method.train
-    recover_adapter(run_dir / ADAPTER_DIR)
 
     # 1. data
-    splits = load_splits(cfg)
-    record.update(data=splits.info)
-    if not splits.train:
-        raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
+    splits = train_splits(cfg, record)
 
     # 2. policy: the SFT stage's adapter, trainable (or the base, method.init=base)
     adapter, trained_here = sft_adapter(cfg, record) if cfg.method.init == "sft" else (None, False)

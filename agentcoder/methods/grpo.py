@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
-from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit
+from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, train_splits
 from agentcoder.training.setup import prompt_budget, trainer_args
 from agentcoder.training.stages import start_policy
 
@@ -76,21 +76,17 @@ def grpo_trainer(base: Base, args: Any, train_ds: Any, reward: Any, peft_config:
 
 def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
     """SFT stage (or base), GRPO, select on val, test; EXTRA_CALLBACKS (TrainerCallbacks) for tests and tools."""
-    from agentcoder.data import PromptFormat, load_splits
+    from agentcoder.data import PromptFormat
     from agentcoder.data.rows import rl_dataset
     from agentcoder.evaluation.evaluator import select_examples
     from agentcoder.evaluation.reward import make_reward
     from agentcoder.tracking.trainlog import REWARD_CURVE_FILE, TRAIN_LOG_FILE, plot_reward_curve
-    from agentcoder.training.selection import ADAPTER_DIR, ValSelection, recover_adapter
+    from agentcoder.training.selection import ValSelection
 
     run_dir, g = record.dir, cfg.method.grpo
-    recover_adapter(run_dir / ADAPTER_DIR)
 
     # 1. data
-    splits = load_splits(cfg)
-    record.update(data=splits.info)
-    if not splits.train:
-        raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
+    splits = train_splits(cfg, record)
 
     # 2. model: the SFT stage's adapter (or a fresh LoRA) as the policy
     base, peft_config, stage = start_policy(cfg, record, TAG)

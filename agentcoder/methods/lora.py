@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
-from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, load_base
+from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, load_base, train_splits
 from agentcoder.training.setup import fit_lengths, lora_config, trainer_args
 from agentcoder.training.stages import register_sft
 
@@ -72,20 +72,16 @@ def sft_trainer(base: Base, args: Any, train_ds: Any, peft_config: Any, callback
 
 def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
     """Train, select on val, test; EXTRA_CALLBACKS (TrainerCallbacks) are for tests and tools."""
-    from agentcoder.data import PromptFormat, load_splits
+    from agentcoder.data import PromptFormat
     from agentcoder.data.rows import sft_rows, within_length
     from agentcoder.evaluation.evaluator import select_examples
     from agentcoder.models import load_tokenizer
-    from agentcoder.training.selection import ADAPTER_DIR, ValSelection, recover_adapter
+    from agentcoder.training.selection import ValSelection
 
     run_dir = record.dir
-    recover_adapter(run_dir / ADAPTER_DIR)
 
     # 1. data
-    splits = load_splits(cfg)
-    record.update(data=splits.info)
-    if not splits.train:
-        raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
+    splits = train_splits(cfg, record)
 
     # Rows and their lengths decide max_length and the batch size (method.train.*=auto).
     fmt = PromptFormat(load_tokenizer(cfg), cfg.model.tool_format)

@@ -373,7 +373,7 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
 
 def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     """SFT stage (or base), PPO iterations with val selection, test."""
-    from agentcoder.data import PromptFormat, load_splits
+    from agentcoder.data import PromptFormat
     from agentcoder.data.rows import rl_dataset
     from agentcoder.evaluation.evaluator import peak_memory_bytes, select_examples
     from agentcoder.evaluation.reward import make_reward
@@ -385,19 +385,15 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
         plot_loss_curve,
         plot_reward_curve,
     )
-    from agentcoder.training.selection import ADAPTER_DIR, ValSelection, recover_adapter
-    from agentcoder.training.session import finish
+    from agentcoder.training.selection import ValSelection
+    from agentcoder.training.session import finish, train_splits
     from agentcoder.training.setup import prompt_budget
     from agentcoder.training.stages import start_policy
 
     run_dir, p, t = record.dir, cfg.method.ppo, cfg.method.train
-    recover_adapter(run_dir / ADAPTER_DIR)
 
     # 1. data: prompts plus the columns the reward reads
-    splits = load_splits(cfg)
-    record.update(data=splits.info)
-    if not splits.train:
-        raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
+    splits = train_splits(cfg, record)
 
     # 2. model: policy = the SFT adapter (trainable), reference = a frozen copy on the same base
     base, peft_config, stage = start_policy(cfg, record, TAG)

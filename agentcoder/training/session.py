@@ -50,6 +50,20 @@ class Base:
         return self.device.startswith("cuda")
 
 
+def train_splits(cfg: DictConfig, record: RunRecord) -> Any:
+    """Every training recipe's first step: put back the best adapter a kill may have left half-renamed,
+    load and record the splits, and refuse an empty train split."""
+    from agentcoder.data import load_splits
+    from agentcoder.training.selection import ADAPTER_DIR, recover_adapter
+
+    recover_adapter(record.dir / ADAPTER_DIR)
+    splits = load_splits(cfg)
+    record.update(data=splits.info)
+    if not splits.train:
+        raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
+    return splits
+
+
 def load_base(cfg: DictConfig, record: RunRecord | None, tag: str) -> Base:
     """Load cfg.model (quantized per cfg.quant), decide packing and checkpointing, prepare k-bit."""
     from agentcoder.models import load_model
