@@ -89,18 +89,25 @@ def dpo_figures(log_path: Path) -> dict[str, Any]:
 def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
     """SFT stage, pairs from its samples, DPO, select on val, test."""
     from agentcoder.data import PromptFormat
+    from agentcoder.data.rows import sft_rows
     from agentcoder.evaluation.evaluator import select_examples
+    from agentcoder.models import load_tokenizer
     from agentcoder.tracking.trainlog import TRAIN_LOG_FILE, plot_dpo_curves
     from agentcoder.training.adapters import load_policy
     from agentcoder.training.pairs import build_pairs, load_or_sample
     from agentcoder.training.selection import ValSelection
     from agentcoder.training.session import CHECKPOINT_DIR, callbacks, finish, fit, train_splits
+    from agentcoder.training.setup import fit_lengths
     from agentcoder.training.stages import sft_adapter
 
     run_dir, d, t = record.dir, cfg.method.dpo, cfg.method.train
 
-    # 1. data
+    # 1. data; method.train.max_length/batch_size=auto fitted to prompt + gold answer (longer pairs are dropped)
     splits = train_splits(cfg, record)
+    gold_lengths = sft_rows(splits.train, PromptFormat(load_tokenizer(cfg), cfg.model.tool_format))[1]
+    cfg, fitted = fit_lengths(cfg, gold_lengths)
+    t = cfg.method.train
+    record.update(train=fitted)
 
     # 2. policy: the SFT stage's adapter, trainable (or the base, method.init=base)
     adapter, trained_here = sft_adapter(cfg, record) if cfg.method.init == "sft" else (None, False)
