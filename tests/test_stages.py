@@ -29,9 +29,12 @@ def test_staged_methods_find_the_matching_lora_run_only(tmp_path):
     for other in (("data_fraction=0.5", "seed=3"), ("data_fraction=0.1", "seed=4"),
                   (*common, "quant=4bit"), (*common, "method.lora.r=8")):
         assert find_sft(compose_cfg("method=dpo", *other, cache_dir=tmp_path)) is None, other
-    # A lora run trained differently is a different stage.
+    # A lora run trained differently is a different stage; one that only logged differently is the same.
     tuned = compose_cfg("method=lora", *common, "method.train.lr=1e-3", cache_dir=tmp_path)
     assert stage_key(tuned) != stage_key(lora)
+    quiet = compose_cfg("method=lora", *common, "method.train.report_to=[]", "method.train.logging_steps=1",
+                        cache_dir=tmp_path)
+    assert stage_key(quiet) == stage_key(lora)
 
 
 def test_a_vanished_adapter_is_not_reused(tmp_path):

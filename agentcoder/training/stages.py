@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 STAGE_SUBDIR = "sft_stage"
 # What decides the SFT adapter; everything else (eval.limit, paths, the later method) does not.
 _KEY_FIELDS = ("model", "quant", "data", "data_fraction", "seed")
+_NOT_IN_KEY = ("report_to", "logging_steps")
 
 
 def sft_stage_config(cfg: DictConfig) -> DictConfig:
@@ -49,6 +50,8 @@ def stage_key(lora_cfg: DictConfig) -> str:
     plain = {k: OmegaConf.to_container(lora_cfg[k], resolve=True) if OmegaConf.is_config(lora_cfg[k])
              else lora_cfg[k] for k in _KEY_FIELDS}
     plain["method"] = {k: OmegaConf.to_container(lora_cfg.method[k], resolve=True) for k in ("lora", "train")}
+    for key in _NOT_IN_KEY:  # logging only: they do not change the adapter
+        plain["method"]["train"].pop(key, None)
     plain["eval.max_new_tokens"] = lora_cfg.eval.max_new_tokens
     blob = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
