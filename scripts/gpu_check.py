@@ -51,7 +51,6 @@ The exact device commands (carry lists, install line, environment) are in README
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -507,11 +506,9 @@ def join_gguf(model_dir: Path, expected_sha256: str) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
+    from agentcoder.assets import sha256_file
+
+    return sha256_file(path)
 
 
 def agentcoder_run(run: StepRun, name: str, overrides: dict[str, Any], estimate_s: float) -> dict[str, Any] | None:

@@ -83,3 +83,22 @@ def save_tiny_model(path: Path, tokenizer: Any, seed: int = 0) -> Path:
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_random_adapter(cfg: DictConfig, target: Path, std: float, seed: int = 1) -> Path:
+    """Save a LoRA (cfg.method.lora on cfg's model) whose B matrices are non-zero, so that the
+    adapted model differs from its base (a fresh LoRA would not)."""
+    import torch
+    from peft import get_peft_model
+
+    from agentcoder.models import load_model
+    from agentcoder.training.setup import lora_config
+
+    model = get_peft_model(load_model(cfg).model, lora_config(cfg))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    model.save_pretrained(str(target))
+    return target

@@ -11,6 +11,8 @@ import string
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import save_random_adapter
+
 TOY_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
 TOY_PROMPTS = [{"prompt": f"<|im_start|>user\nquestion {i}<|im_end|>\n<|im_start|>assistant\n"} for i in range(16)]
 
@@ -43,21 +45,9 @@ def rose(rewards: list[float], margin: float) -> bool:
 def register_fake_sft(cfg: Any, run_dir: Path) -> Path:
     """Save a LoRA with non-zero B matrices and register it as the SFT stage of CFG (a staged
     method's config), so that a run with method.init=sft reuses it instead of training one."""
-    import torch
-    from peft import get_peft_model
-
-    from agentcoder.models import load_model
-    from agentcoder.training.setup import lora_config
     from agentcoder.training.stages import register_sft, sft_stage_config
 
     stage_cfg = sft_stage_config(cfg)
-    model = get_peft_model(load_model(stage_cfg).model, lora_config(stage_cfg))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.1)
-    adapter = run_dir / "adapter"
-    model.save_pretrained(str(adapter))
+    adapter = save_random_adapter(stage_cfg, run_dir / "adapter", std=0.1)
     register_sft(stage_cfg, adapter, run_dir)
     return adapter

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, save_random_adapter
 
 
 def cfg_for(model_dir: Path, *extra: str) -> Any:
@@ -17,22 +17,7 @@ def cfg_for(model_dir: Path, *extra: str) -> Any:
 @pytest.fixture(scope="module")
 def saved_adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA whose B matrices are non-zero, so that it changes the model's output."""
-    import torch
-    from peft import get_peft_model
-
-    from agentcoder.models import load_model
-    from agentcoder.training.setup import lora_config
-
-    cfg = cfg_for(tiny_model_dir)
-    model = get_peft_model(load_model(cfg).model, lora_config(cfg))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    target = tmp_path_factory.mktemp("sft") / "adapter"
-    model.save_pretrained(str(target))
-    return target
+    return save_random_adapter(cfg_for(tiny_model_dir), tmp_path_factory.mktemp("sft") / "adapter", std=0.5)
 
 
 def logits(model: Any) -> Any:

@@ -10,7 +10,7 @@ import pytest
 
 from agentcoder.data import Example, GoldCall, PromptFormat
 from agentcoder.training.pairs import Candidate, build_pairs, choose_pair, corrupt_answer, score
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, save_random_adapter
 from tests.test_data_loading import build_wheel
 from tests.test_lora import SIZES
 
@@ -130,22 +130,8 @@ def run_method(name: str, cfg: Any, run_dir: Path) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def sft_adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA whose B matrices are non-zero, so that the SFT policy differs from the base."""
-    import torch
-    from peft import get_peft_model
-
-    from agentcoder.models import load_model
-    from agentcoder.training.setup import lora_config
-
     cfg = compose_cfg("method=dpo", "model.source=hub", f"model.hub_id={tiny_model_dir}")
-    model = get_peft_model(load_model(cfg).model, lora_config(cfg))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.3)
-    target = tmp_path_factory.mktemp("sft") / "adapter"
-    model.save_pretrained(str(target))
-    return target
+    return save_random_adapter(cfg, tmp_path_factory.mktemp("sft") / "adapter", std=0.3)
 
 
 def completion_logps(model: Any, batch: dict) -> Any:

@@ -109,10 +109,9 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     plot_reward_curve(run_dir / TRAIN_LOG_FILE, run_dir / REWARD_CURVE_FILE)
 
     # 5. test
-    result = finish(
+    return finish(
         cfg, trainer.model, base, splits, record, selection, training,
         details={**stage, "grpo": OmegaConf.to_container(g, resolve=True),
                  "reward": OmegaConf.to_container(cfg.method.reward, resolve=True)},
+        artifacts={"reward_curve": str(run_dir / REWARD_CURVE_FILE)},
     )
-    result.artifacts["reward_curve"] = str(run_dir / REWARD_CURVE_FILE)
-    return result

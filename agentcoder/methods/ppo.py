@@ -471,10 +471,9 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     # 5. test: the best adapter (the reference adapter is dropped first)
     if reference is not None:
         policy.model.delete_adapter(REFERENCE)
-    result = finish(
+    return finish(
         cfg, policy.model, base, splits, record, selection, training,
         details={**stage, "ppo": OmegaConf.to_container(p, resolve=True),
                  "reward": OmegaConf.to_container(cfg.method.reward, resolve=True)},
+        artifacts={"reward_curve": str(run_dir / REWARD_CURVE_FILE)},
     )
-    result.artifacts["reward_curve"] = str(run_dir / REWARD_CURVE_FILE)
-    return result

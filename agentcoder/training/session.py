@@ -152,7 +152,7 @@ def fit(trainer: Any, selection: ValSelection, base: Base, record: RunRecord) ->
 
 def finish(
     cfg: DictConfig, peft_model: Any, base: Base, splits: Any, record: RunRecord, selection: ValSelection,
-    training: dict[str, Any], *, details: dict[str, Any] | None = None,
+    training: dict[str, Any], *, details: dict[str, Any] | None = None, artifacts: dict[str, str] | None = None,
 ) -> MethodResult:
     """The best adapter on the test split, evaluated as method=baseline evaluates a model.
 
@@ -175,6 +175,7 @@ def finish(
         artifacts={
             "adapter": str(adapter_dir), "predictions": str(run_dir / PREDICTIONS_FILE),
             "train_log": str(run_dir / TRAIN_LOG_FILE), "loss_curve": str(run_dir / LOSS_CURVE_FILE),
+            **(artifacts or {}),
         },
         details=details or {},
     )
