@@ -117,6 +117,26 @@ def test_two_runs_in_the_same_second_do_not_collide(tmp_path):
     assert len(runs) == 2
 
 
+def test_run_dirs_are_claimed_so_one_clock_tick_cannot_give_two_runs_one_dir(tmp_path):
+    from datetime import datetime
+
+    from agentcoder.tracking.callbacks import new_dir
+
+    tick = datetime(2026, 11, 26, 17, 49, 45, 798360)  # a coarse clock gives both runs this instant
+    first, second = (new_dir(str(tmp_path / "outputs"), now=tick) for _ in range(2))
+    assert first != second
+    assert Path(first).name == "17-49-45.798360" and Path(second).name == "17-49-45.798360-2"
+    assert Path(first).is_dir() and Path(second).is_dir()
+
+
+def test_default_sweep_dir_counts_each_job_once(tmp_path):
+    proc = launch("-m", "method=debug", "seed=1,2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 completed, 0 failed, 0 skipped" in proc.stdout, proc.stdout
+    assert len(list((tmp_path / "multirun").glob("*/*/*/run.json"))) == 2
+    assert not (tmp_path / "outputs").exists()  # a sweep claims no single-run dir
+
+
 def test_failed_run_leaves_traceback_and_failed_status(tmp_path):
     run_dir = tmp_path / "run"
     proc = launch("method=debug", "method.fail=true", f"hydra.run.dir={run_dir}")

@@ -11,6 +11,9 @@ to the config.
   the directory of a run of the same config hash if the sweep dir has one (so a value prepended
   to a sweep list skips the completed jobs wherever their number now is), else the job number,
   else the next free number (a completed run of another config is never overwritten).
+- `${agentcoder_new_dir:outputs}` (`hydra.run.dir`, `hydra.sweep.dir`) names a fresh directory by
+  the start time and claims it with an exclusive mkdir: on a coarse clock two runs started in the
+  same tick got the same name, and the second then took the first's record for its own.
 """
 
 from __future__ import annotations
@@ -81,7 +84,9 @@ def summarise_sweep(sweep_dir: Path, since: str, ended: dict[str, str] | None = 
     ENDED maps the job dirs Hydra ran to their outcome, so a job that left no record still counts.
     """
     counts = {"completed": 0, "failed": 0, "skipped": 0, "interrupted": 0, "before_record": 0}
-    dirs = {p.parent for p in Path(sweep_dir).glob(f"*/{RUN_FILE}")} | {Path(d) for d in (ended or {})}
+    # Hydra reports absolute job dirs while the sweep dir may be relative: compare resolved paths.
+    ended = {str(Path(d).resolve()): outcome for d, outcome in (ended or {}).items()}
+    dirs = {p.parent.resolve() for p in Path(sweep_dir).glob(f"*/{RUN_FILE}")} | {Path(d) for d in ended}
     for job_dir in sorted(dirs):
         data = read_json(job_dir / RUN_FILE) or {}
         status = effective_status(data)
@@ -92,7 +97,7 @@ def summarise_sweep(sweep_dir: Path, since: str, ended: dict[str, str] | None = 
             counts["before_record"] += bool(data.get("before_record"))
         elif (data.get("started_at") or "") >= since and status == "stale":
             counts["failed"] += 1
-        elif (ended or {}).get(str(job_dir)) == "failed":
+        elif ended.get(str(job_dir)) == "failed":
             counts["failed"] += 1
             counts["before_record"] += 1
     return counts
@@ -109,6 +114,30 @@ def sweep_summary_line() -> str:
 
 
 # --------------------------------------------------------------------------- job dirs
+
+_CLAIMED: dict[str, str] = {}  # parent -> claimed dir; Hydra may resolve the same key more than once
+
+
+def new_dir(parent: str, *, now: datetime | None = None) -> str:
+    """`<parent>/<date>/<time.microseconds>`, made here so no other process can take it; a name
+    already taken gets `-2`, `-3`, ... (see the module docstring)."""
+    if parent in _CLAIMED and now is None:
+        return _CLAIMED[parent]
+    stamp = (now or datetime.now()).strftime("%Y-%m-%d/%H-%M-%S.%f")
+    base = Path(parent) / stamp
+    base.parent.mkdir(parents=True, exist_ok=True)
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+    if now is None:
+        _CLAIMED[parent] = str(path)
+    return str(path)
+
 
 
 def job_subdir(*, _root_: DictConfig) -> str:
@@ -138,3 +167,5 @@ def job_subdir(*, _root_: DictConfig) -> str:
 
 if not OmegaConf.has_resolver("agentcoder_job_subdir"):
     OmegaConf.register_new_resolver("agentcoder_job_subdir", job_subdir)
+if not OmegaConf.has_resolver("agentcoder_new_dir"):
+    OmegaConf.register_new_resolver("agentcoder_new_dir", new_dir)
