@@ -8,7 +8,7 @@ applies the range checks that types cannot express.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -256,6 +256,9 @@ class RunConfig:
     resume: bool = True
     resume_from: str | None = None
     cache_dir: str = ""
+    # method.train settings of the SFT stage (conf/config.yaml): applied to method=lora runs and to the
+    # stage dpo/ppo/grpo start from, so a grid's lora jobs and its stages stay one and the same.
+    sft_train: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- checks
@@ -414,7 +417,23 @@ def merge_schema(cfg: DictConfig) -> DictConfig:
     for group in ("model", "quant", "data", "eval"):
         if _get(merged, group) is None:
             raise ConfigError(f"{group} is not set; pick an option of the '{group}' group")
+    if merged.sft_train:
+        sft_train_params(merged)  # a wrong key or type fails here, for every method
+        if method_name == "lora":
+            merged.method.train = OmegaConf.merge(merged.method.train, merged.sft_train)
     return merged
+
+
+def sft_train_params(cfg: DictConfig, base: Any = None) -> DictConfig:
+    """`sft_train` merged onto BASE (default: the TrainParams schema), or ConfigError (one line)."""
+    known = [f.name for f in fields(TrainParams)]
+    for key in cfg.sft_train:
+        if key not in known:
+            raise ConfigError(f"sft_train.{key} is not a method.train setting; expected one of {', '.join(known)}")
+    try:
+        return OmegaConf.merge(base if base is not None else OmegaConf.structured(TrainParams), cfg.sft_train)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"sft_train: {_one_line(err)}") from None
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -434,5 +453,9 @@ def config_hash(cfg: DictConfig) -> str:
         plain.pop("hydra", None)
         plain.pop("resume", None)
         plain.pop("resume_from", None)
+        # A method without method.train (baseline) reads no train data: its data_fraction changes
+        # nothing, so a grid's three fractions are one job (the later two skip as done).
+        if isinstance(plain.get("method"), dict) and "train" not in plain["method"]:
+            plain.pop("data_fraction", None)
     blob = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

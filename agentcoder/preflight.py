@@ -26,6 +26,15 @@ _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--con
 _OPTIONAL_VALUE = {"--info", "-i", "--shell-completion", "-sc"}
 
 
+# Config nodes that are open dicts (empty by default): `sft_train.epochs=1` adds a key, which Hydra
+# only takes as `+sft_train.epochs=1`; the entrypoint adds the `+` so users need not.
+OPEN_DICTS = ("sft_train",)
+
+
+def add_open_dict_plus(argv: list[str]) -> list[str]:
+    return [f"+{a}" if a.startswith(tuple(f"{d}." for d in OPEN_DICTS)) else a for a in argv]
+
+
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate key=value overrides from Hydra's flags (and the flags' values)."""
     overrides, flags = [], []
@@ -48,7 +57,7 @@ def group_options(conf_dir: Path) -> dict[str, list[str]]:
     return {
         d.name: sorted(p.stem for p in d.glob("*.yaml"))
         for d in sorted(conf_dir.iterdir())
-        if d.is_dir() and not d.name.startswith((".", "_"))
+        if d.is_dir() and not d.name.startswith((".", "_")) and d.name != "hydra"  # hydra/launcher: Hydra's own
     }
 
 
@@ -105,9 +114,13 @@ def check_config(cfg: DictConfig, *, starting: bool = True) -> list[str]:
     return errors
 
 
-def check_overrides(conf_dir: Path, overrides: list[str], *, starting: bool = True) -> list[str]:
+def check_overrides(
+    conf_dir: Path, overrides: list[str], *, starting: bool = True, multirun: bool = False
+) -> list[str]:
     """Raise ConfigError (one line per problem) for bad overrides; return extra Hydra overrides to append.
 
+    Each swept value is composed and checked once (not the whole product); with MULTIRUN, so is
+    each value of an experiment overlay's `hydra.sweeper.params` that the command line does not replace.
     STARTING=False (the user only asks for `--cfg`) lets planned methods through.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -160,6 +173,9 @@ def check_overrides(conf_dir: Path, overrides: list[str], *, starting: bool = Tr
         raise ConfigError("\n".join(dict.fromkeys(errors)))
 
     configs = [base] + [base[:i] + [alt] + base[i + 1 :] for i, alt in variants]
+    if multirun:
+        given = {ov.key_or_group for ov in parsed}
+        configs += [base + [alt] for alt in _overlay_variants(conf_dir, base, given)]
     first = None
     for ovs in configs:
         try:
@@ -174,6 +190,32 @@ def check_overrides(conf_dir: Path, overrides: list[str], *, starting: bool = Tr
     if errors:
         raise ConfigError("\n".join(_truncate_values(e) for e in dict.fromkeys(errors)))
     return [] if has_run_dir else extra
+
+
+def _overlay_variants(conf_dir: Path, base: list[str], given: set[str]) -> list[str]:
+    """`key=value` for every value of the composed `hydra.sweeper.params` (an experiment overlay's
+    sweep) whose key the command line leaves alone (a command-line sweep of a key replaces it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            hydra_cfg = compose("config", overrides=base, return_hydra_config=True).hydra
+        params = OmegaConf.to_container(hydra_cfg.sweeper.params, resolve=False) or {}
+    except Exception:  # noqa: BLE001 - the base composition reports its own error
+        return []
+    parser = OverridesParser.create()
+    out: list[str] = []
+    for key, spec in params.items():
+        if key in given:
+            continue
+        try:
+            (ov,) = parser.parse_overrides([f"{key}={spec}"])
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(f"hydra.sweeper.params.{key}={short(str(spec))}: {' '.join(str(err).split())}") from None
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+        out += [f"{key}={v}" for v in values]
+    return out
 
 
 def compose_config(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:

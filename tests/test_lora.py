@@ -65,6 +65,17 @@ def test_training_reduces_loss_and_writes_run_files(tiny_model_dir, bfcl_cache, 
     assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 4
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
     assert any((tmp_path / "tensorboard").iterdir())
+    # The test figures join the training curves in the same tensorboard run (what run_task sends).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agentcoder.tracking.trackers import report_final
+
+    assert report_final(["tensorboard", "codecarbon"], tmp_path, metrics, step=10) == {
+        "tensorboard": str(tmp_path / "tensorboard"), "codecarbon": "training curves only"}
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert "train/loss" in events.Tags()["scalars"]
+    (em,) = events.Scalars("test/exact_match")
+    assert em.step == 10 and em.value == pytest.approx(metrics["overall"]["exact_match"])
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-10", "checkpoint-5"]
     assert data["train"]["trainable_params"] > 0

@@ -191,3 +191,35 @@ def test_preflight_stays_torch_free_and_fast():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False False True", out.stderr
+
+
+def test_a_sweep_in_an_experiment_overlay_is_checked_job_by_job(tmp_path):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "experiment" / "bad.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      method: debug,nope\n      data_fraction: 0.5,1.5\n")
+    with pytest.raises(ConfigError) as err:
+        check_overrides(conf, ["experiment=bad"], multirun=True)
+    text = str(err.value)
+    assert "nope" in text and "data_fraction=1.5" in text, text
+    check_overrides(conf, ["experiment=bad"])  # a single run ignores the overlay's sweep
+    # A command-line sweep of a key replaces the overlay's list of it, so only that list is checked.
+    with pytest.raises(ConfigError, match="nope"):
+        check_overrides(conf, ["experiment=bad", "data_fraction=0.5"], multirun=True)
+    check_overrides(conf, ["experiment=bad", "method=debug", "data_fraction=0.5"], multirun=True)
+
+
+def test_sft_train_sets_the_lora_runs_and_the_stage_training_alike(tmp_path):
+    from agentcoder.preflight import compose_config
+    from agentcoder.training.stages import sft_stage_config, stage_key
+
+    lora = compose_config(["method=lora", "+sft_train.epochs=1", "+sft_train.val_limit=8"])
+    assert lora.method.train.epochs == 1 and lora.method.train.val_limit == 8
+    dpo = compose_config(["method=dpo", "+sft_train.epochs=1", "+sft_train.val_limit=8"])
+    assert stage_key(sft_stage_config(dpo)) == stage_key(lora)
+    assert stage_key(sft_stage_config(compose_config(["method=dpo"]))) != stage_key(lora)
+    assert any("sft_train.nope is not a method.train setting" in e for e in preflight_errors("+sft_train.nope=1"))
+    proc = cli("method=lora", "sft_train.epochs=1", "--cfg", "job", cwd=tmp_path)  # no `+` needed
+    assert proc.returncode == 0 and "epochs: 1" in proc.stdout, proc.stderr

@@ -90,9 +90,11 @@ def summarise_sweep(sweep_dir: Path, since: str, ended: dict[str, str] | None = 
     for job_dir in sorted(dirs):
         data = read_json(job_dir / RUN_FILE) or {}
         status = effective_status(data)
-        if (data.get("skipped_at") or "") >= since:
-            counts["skipped"] += 1
-        elif (data.get("started_at") or "") >= since and status in counts:
+        skips = sum(t >= since for t in data.get("skips") or [data.get("skipped_at") or ""])
+        counts["skipped"] += skips
+        if skips and (data.get("started_at") or "") < since:
+            continue  # only skipped in this invocation
+        if (data.get("started_at") or "") >= since and status in counts:
             counts[status] += 1
             counts["before_record"] += bool(data.get("before_record"))
         elif (data.get("started_at") or "") >= since and status == "stale":
@@ -168,4 +170,4 @@ def job_subdir(*, _root_: DictConfig) -> str:
 if not OmegaConf.has_resolver("agentcoder_job_subdir"):
     OmegaConf.register_new_resolver("agentcoder_job_subdir", job_subdir)
 if not OmegaConf.has_resolver("agentcoder_new_dir"):
-    OmegaConf.register_new_resolver("agentcoder_new_dir", new_dir)
+    OmegaConf.register_new_resolver("agentcoder_new_dir", new_dir, use_cache=True)

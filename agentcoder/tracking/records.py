@@ -376,6 +376,9 @@ def write_early_failure(run_dir: Path, exc: BaseException | None, overrides: lis
 
 
 def mark_skipped(run_dir: Path) -> None:
+    """Note a sweep job that found its config done here: `skipped_at` (the last) and `skips` (every one,
+    so a sweep whose later jobs share this dir, e.g. baseline's fractions, counts each)."""
     data = RunRecord.previous(run_dir) or {}
     data["skipped_at"] = _now()
+    data["skips"] = [*data.get("skips", []), data["skipped_at"]][-100:]
     atomic_write_json(Path(run_dir) / RUN_FILE, data)

@@ -33,11 +33,13 @@ _NOT_IN_KEY = ("report_to", "logging_steps")
 
 def sft_stage_config(cfg: DictConfig) -> DictConfig:
     """The method=lora config of the stage a staged method (dpo/ppo/grpo) starts from: the run's
-    model, quant, data, fraction and seed; its LoRA shape; lora's default training settings."""
-    from agentcoder.config import LoraMethod, TrainParams
+    model, quant, data, fraction and seed; its LoRA shape; lora's default training settings with
+    the run's `sft_train` on top (what a method=lora run of the same config trains with)."""
+    from agentcoder.config import LoraMethod, TrainParams, sft_train_params
     from agentcoder.preflight import CONF_DIR
 
     train = OmegaConf.merge(OmegaConf.structured(TrainParams), OmegaConf.load(CONF_DIR / "training" / "default.yaml"))
+    train = sft_train_params(cfg, train)
     method = OmegaConf.merge(OmegaConf.structured(LoraMethod), {"lora": cfg.method.lora, "train": train})
     stage = OmegaConf.merge(cfg, {"model": {"adapter": None}})
     OmegaConf.set_struct(stage, False)
