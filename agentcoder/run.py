@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.checks import check_values
 from agentcoder.config import ConfigError, config_hash, validate
-from agentcoder.preflight import add_open_dict_plus, CONF_DIR, check_overrides, split_argv
+from agentcoder.preflight import CONF_DIR, add_open_dict_plus, check_overrides, split_argv
 from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
 from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
 from agentcoder.tracking.secrets import scrub_file

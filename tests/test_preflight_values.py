@@ -199,7 +199,8 @@ def test_a_sweep_in_an_experiment_overlay_is_checked_job_by_job(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)
     (conf / "experiment" / "bad.yaml").write_text(
-        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      method: debug,nope\n      data_fraction: 0.5,1.5\n")
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n"
+        "      method: debug,nope\n      data_fraction: 0.5,1.5\n")
     with pytest.raises(ConfigError) as err:
         check_overrides(conf, ["experiment=bad"], multirun=True)
     text = str(err.value)
