@@ -91,9 +91,14 @@ def test_ppo_run_from_base_writes_the_run_files(tiny_model_dir, bfcl_cache, tmp_
     cfg = rl_cfg(
         "ppo", tiny_model_dir, bfcl_cache, "method.init=base", "method.train.max_steps=2",
         "method.train.batch_size=2", "method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=8",
-        "method.ppo.ppo_epochs=2", "method.train.eval_steps=1",
+        "method.ppo.ppo_epochs=2", "method.train.eval_steps=1", "method.train.report_to=[tensorboard]",
     )
     metrics, data = run_method("ppo", cfg, tmp_path)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert [e.step for e in board.Scalars("train/reward")] == [1, 2]
+    assert [e.step for e in board.Scalars("train/val_exact_match")] == [1, 2]
     t = metrics["training"]
     assert metrics["method"] == "ppo" and t["steps"] == 2 and t["optimizer_steps"] == 2 * 2 * 2
     assert metrics["details"]["init"] == "base" and metrics["details"]["ppo"]["ppo_epochs"] == 2

@@ -431,10 +431,22 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     log = TrainLog(run_dir / TRAIN_LOG_FILE)
     log.append({"event": "train_begin", "step": 0, "max_steps": iterations})
 
+    board = None
+    if "tensorboard" in t.report_to:  # the curves TRL's methods get from transformers' callback
+        from torch.utils.tensorboard import SummaryWriter
+
+        board = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
     def on_iteration(it: int, figures: dict[str, float]) -> None:
         log.append({"step": it, **figures})
         if selection.examples and (it % schedule["eval_steps"] == 0 or it == iterations):
-            log.append({"step": it, **selection.check(policy.model, it)})
+            figures = {**figures, **selection.check(policy.model, it)}
+            log.append({"step": it, **{k: v for k, v in figures.items() if k.startswith("val_")}})
+        if board is not None:
+            for key, value in figures.items():
+                if isinstance(value, int | float):
+                    board.add_scalar(f"train/{key}", value, it)
+            board.flush()
 
     if base.on_gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -443,6 +455,8 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
                         micro_batch=t.batch_size, grad_accum=t.grad_accum, optimizer=optimizer,
                         scheduler=scheduler, seed=cfg.seed, on_iteration=on_iteration)
     train_time = time.perf_counter() - t0
+    if board is not None:
+        board.close()
     plot_reward_curve(run_dir / TRAIN_LOG_FILE, run_dir / REWARD_CURVE_FILE)
     plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
     tokens = sum(h["tokens"] for h in history)
