@@ -32,7 +32,17 @@ OPEN_DICTS = ("sft_train",)
 
 
 def add_open_dict_plus(argv: list[str]) -> list[str]:
-    return [f"+{a}" if a.startswith(tuple(f"{d}." for d in OPEN_DICTS)) else a for a in argv]
+    """ARGV with `+` added to open-dict keys, and `+experiment=X` read as `experiment=X`: the
+    defaults list has an optional experiment slot, so Hydra's usual `+experiment=` spelling would
+    otherwise fail with "Multiple values for experiment"."""
+    out = []
+    for a in argv:
+        if a.startswith(tuple(f"{d}." for d in OPEN_DICTS)):
+            a = f"+{a}"
+        elif a.startswith("+experiment="):
+            a = a[1:]
+        out.append(a)
+    return out
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -32,6 +32,13 @@ def test_cfg_job_composes_groups():
     assert "load_in_4bit: true" in proc.stdout and "bnb_4bit_quant_type: nf4" in proc.stdout
 
 
+def test_experiment_overlay_takes_both_spellings():
+    for spelling in ("experiment=quick", "+experiment=quick"):
+        proc = launch(spelling, "--cfg", "job")
+        assert proc.returncode == 0, proc.stderr
+        assert "limit: 8" in proc.stdout and "max_new_tokens: 64" in proc.stdout
+
+
 def test_lora_hyperparameters_show_in_cfg_job():
     proc = launch("method=lora", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr
