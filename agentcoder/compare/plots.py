@@ -77,7 +77,8 @@ def plot_accuracy(table: pd.DataFrame, path: Path, metric: str = "exact_match") 
         return None
     plt = _plt()
     quants = _quants(df["quant"])
-    fig, axes = plt.subplots(1, len(quants), figsize=(4.6 * len(quants) + 0.6, 4.2), sharey=True, squeeze=False)
+    width = max(7.0, 4.6 * len(quants) + 0.6)  # one panel still fits its two-line title
+    fig, axes = plt.subplots(1, len(quants), figsize=(width, 4.2), sharey=True, squeeze=False)
     many_models = df["model"].nunique() > 1
     many_sets = df.groupby(["model", "method", "quant"])["example_set"].nunique().max() > 1
     fractions = sorted(df["data_fraction"].dropna().unique())
@@ -115,7 +116,7 @@ def plot_accuracy(table: pd.DataFrame, path: Path, metric: str = "exact_match") 
     axes[0][0].set_ylim(-2, 102)
     n = df["n"].dropna()
     sizes = "/".join(str(int(v)) for v in sorted(n.unique(), reverse=True))
-    fig.suptitle(f"Test {metric.replace('_', ' ')} vs training data (n={sizes} test examples; mean over seeds)")
+    fig.suptitle(f"Test {metric.replace('_', ' ')} vs training data\n(n={sizes} test examples; mean over seeds)")
     if random_only:
         fig.text(0.5, 0.005, "random-init models only: a pipeline check, not a measure of skill",
                  ha="center", va="bottom", color="red", fontsize=11)

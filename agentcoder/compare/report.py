@@ -46,7 +46,7 @@ def _compare(a: pd.Series, b: pd.Series, by_dir: dict[str, Run]) -> dict[str, An
     if d["lo"] == d["hi"]:
         # Every resample gives the same difference: no example is answered differently by seed-averaged
         # verdicts, so there is nothing to test, not a certain zero.
-        out.update(diff=d["diff"], verdict="no test example differs")
+        out.update(diff=d["diff"], verdict="no test example changes its verdict")
         return out
     out.update(diff=d["diff"], lo=d["lo"], hi=d["hi"])
     out["verdict"] = "**beyond the interval**" if d["beyond"] else "within the interval: it includes 0"
