@@ -31,7 +31,7 @@ _OPTIONAL_VALUE = {"--info", "-i", "--shell-completion", "-sc"}
 OPEN_DICTS = ("sft_train",)
 
 
-def add_open_dict_plus(argv: list[str]) -> list[str]:
+def normalize_overrides(argv: list[str]) -> list[str]:
     """ARGV with `+` added to open-dict keys, and `+experiment=X` read as `experiment=X`: the
     defaults list has an optional experiment slot, so Hydra's usual `+experiment=` spelling would
     otherwise fail with "Multiple values for experiment"."""

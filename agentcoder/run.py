@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.checks import check_values
 from agentcoder.config import ConfigError, config_hash, validate
-from agentcoder.preflight import CONF_DIR, add_open_dict_plus, check_overrides, split_argv
+from agentcoder.preflight import CONF_DIR, check_overrides, normalize_overrides, split_argv
 from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
 from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
 from agentcoder.tracking.secrets import scrub_file
@@ -66,13 +66,14 @@ def run_task(raw_cfg: DictConfig) -> float | None:
     with RunRecord.start(run_dir, cfg, facts) as record:
         seed_everything(cfg.seed)
         result = load_method(cfg.method.name).run(cfg, record)
+        metrics = result.to_metrics()
         report_to = list(OmegaConf.select(cfg, "method.train.report_to", default=None) or [])
         if report_to:
             from agentcoder.tracking.trackers import report_final
 
             steps = int((result.training or {}).get("steps") or 0)
-            record.update(trackers=report_final(report_to, run_dir, result.to_metrics(), step=steps))
-        record.complete(result.to_metrics())
+            record.update(trackers=report_final(report_to, run_dir, metrics, step=steps))
+        record.complete(metrics)
     return result.objective(cfg.eval.objective)
 
 
@@ -86,7 +87,7 @@ def _raise_interrupted(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = add_open_dict_plus(sys.argv[1:])
+    sys.argv[1:] = normalize_overrides(sys.argv[1:])
     overrides, flags = split_argv(sys.argv[1:])
     if not ({"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"} & set(flags)):
         showing = bool({"--cfg", "-c"} & set(flags))

@@ -7,7 +7,6 @@ figure and are labelled where they appear.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pandas as pd
 
 from agentcoder.compare.runs import TRAIN_LOG_FILE, UNTRAINED, Run
 from agentcoder.compare.tables import fraction_label, model_label
+from agentcoder.tracking.trainlog import pyplot, save_png
 
 ACCURACY_PNG = "accuracy_vs_fraction.png"
 EFFICIENCY_PNG = "efficiency_by_quant.png"
@@ -23,24 +23,8 @@ CURVES_PNG = "training_curves.png"
 QUANT_ORDER = ("none", "8bit", "4bit")
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)  # readers never see a half-written image
-    finally:
-        _plt().close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_png(fig, path, dpi=110)
 
 
 def _quants(values: Any) -> list[str]:
@@ -75,7 +59,7 @@ def plot_accuracy(table: pd.DataFrame, path: Path, metric: str = "exact_match") 
     df, random_only = accuracy_rows(table, metric)
     if df.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     quants = _quants(df["quant"])
     width = max(7.0, 4.6 * len(quants) + 0.6)  # one panel still fits its two-line title
     fig, axes = plt.subplots(1, len(quants), figsize=(width, 4.2), sharey=True, squeeze=False)
@@ -140,7 +124,7 @@ def plot_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
     df = _largest_fraction(table)
     if df[["latency_p50_s_mean", "peak_memory_bytes_mean", "train_time_s_mean"]].isna().all().all():
         return None
-    plt = _plt()
+    plt = pyplot()
     quants = _quants(df["quant"])
     series = sorted({(model_label(r), str(r["method"])) for _, r in df.iterrows()})
     many_models = len({m for m, _ in series}) > 1
@@ -204,7 +188,7 @@ def plot_training_curves(runs: list[Run], path: Path) -> Path | None:
             logs.append((run.row, loss, val))
     if not logs:
         return None
-    plt = _plt()
+    plt = pyplot()
     methods = sorted({str(r["method"]) for r, _, _ in logs})
     has_val = any(v[0] for _, _, v in logs)
     nrows = 2 if has_val else 1

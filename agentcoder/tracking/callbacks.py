@@ -141,7 +141,6 @@ def new_dir(parent: str, *, now: datetime | None = None) -> str:
     return str(path)
 
 
-
 def job_subdir(*, _root_: DictConfig) -> str:
     """The sweep job's directory name (see the module docstring)."""
     from agentcoder.config import config_hash, validate

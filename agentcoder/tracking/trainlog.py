@@ -61,11 +61,7 @@ def plot_loss_curve(log_path: Path, png_path: Path) -> Path | None:
     vsteps, vem = _series(entries, "val_exact_match")
     if not steps and not vsteps:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     if steps:
         ax.plot(steps, loss, color="tab:blue", marker="." if len(steps) < 50 else None, label="train loss")
@@ -91,11 +87,7 @@ def plot_reward_curve(log_path: Path, png_path: Path) -> Path | None:
         return None
     _, std = _series([e for e in entries if "reward" in e], "reward_std")
     ksteps, kl = _series(entries, "kl")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     marker = "." if len(steps) < 50 else None
     ax.plot(steps, reward, color="tab:green", marker=marker, label="reward (mean)")
@@ -123,11 +115,7 @@ def plot_dpo_curves(log_path: Path, png_path: Path) -> Path | None:
     if not msteps:
         return None
     _, accuracy = _series(entries, "rewards/accuracies")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax.plot(steps, loss, color="tab:blue", marker="." if len(steps) < 50 else None)
     ax.set(xlabel="step", ylabel="DPO loss", title="loss")
@@ -145,19 +133,32 @@ def plot_dpo_curves(log_path: Path, png_path: Path) -> Path | None:
     return _save(fig, png_path)
 
 
-def _save(fig: Any, png_path: Path) -> Path:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (imported on first use: it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    return plt
+
+
+def save_png(fig: Any, png_path: Path, *, dpi: int) -> Path:
+    """Write FIG to PNG_PATH atomically and close it."""
     png_path = Path(png_path)
     tmp = png_path.with_name(f".{png_path.name}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
         os.replace(tmp, png_path)  # readers never see a half-written image
     finally:
-        plt.close(fig)
+        pyplot().close(fig)
         tmp.unlink(missing_ok=True)
     return png_path
+
+
+def _save(fig: Any, png_path: Path) -> Path:
+    fig.tight_layout()
+    return save_png(fig, png_path, dpi=100)
 
 
 def train_log_callback(path: Path) -> Any:
