@@ -21,10 +21,7 @@ ACCURACY_PNG = "accuracy_vs_fraction.png"
 EFFICIENCY_PNG = "efficiency_by_quant.png"
 CURVES_PNG = "training_curves.png"
 QUANT_ORDER = ("none", "8bit", "4bit")
-
-
-def _save(fig: Any, path: Path) -> Path:
-    return save_png(fig, path, dpi=110)
+DPI = 110
 
 
 def _quants(values: Any) -> list[str]:
@@ -105,7 +102,7 @@ def plot_accuracy(table: pd.DataFrame, path: Path, metric: str = "exact_match") 
         fig.text(0.5, 0.005, "random-init models only: a pipeline check, not a measure of skill",
                  ha="center", va="bottom", color="red", fontsize=11)
     fig.tight_layout(rect=(0, 0.05 if random_only else 0, 1, 1))
-    return _save(fig, path)
+    return save_png(fig, path, dpi=DPI)
 
 
 def _largest_fraction(df: pd.DataFrame) -> pd.DataFrame:
@@ -164,7 +161,7 @@ def plot_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
     fig.suptitle("Cost by quantization" + (f" (trained methods at data fraction {fraction_label(fractions[-1])})"
                                            if fractions else ""))
     fig.tight_layout(rect=(0, 0.04 + 0.04 * math.ceil(len(labels) / 4), 1, 1))
-    return _save(fig, path)
+    return save_png(fig, path, dpi=DPI)
 
 
 def _log_series(entries: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -223,7 +220,7 @@ def plot_training_curves(runs: list[Run], path: Path) -> Path | None:
         axes[-1][col].set_xlabel("step")
     fig.suptitle("Training curves: one line per run\n(colour: data fraction, line style: quant)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path, dpi=DPI)
 
 
 def write_plots(table: pd.DataFrame, runs: list[Run], out_dir: Path) -> list[Path]:
