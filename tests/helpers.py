@@ -35,10 +35,16 @@ _CORPUS = [
 
 
 def compose_cfg(*overrides: str, cache_dir: str | Path | None = None) -> DictConfig:
-    """Compose conf/config.yaml with OVERRIDES and validate it, like the launcher does."""
+    """Compose conf/config.yaml with OVERRIDES and validate it, like the launcher does.
+
+    model.dtype is float32 unless OVERRIDES set it: tests compare logits and loss curves within fp32
+    tolerances, and `auto` would give bf16 on some machines and fp32 on others.
+    """
     from agentcoder.preflight import compose_config
 
     extra = [f"cache_dir={cache_dir}"] if cache_dir is not None else []
+    if not any(o.lstrip("+").startswith("model.dtype=") for o in overrides):
+        extra.append("model.dtype=float32")
     return compose_config([*overrides, *extra])
 
 

@@ -273,10 +273,11 @@ def test_auto_lengths_keep_all_but_max_drop_and_hold_the_token_budget():
     from agentcoder.training.setup import fit_lengths
 
     lengths = [100] * 90 + [700] * 8 + [3000] * 2  # 2% very long
-    cfg, fitted = fit_lengths(compose_cfg("method=lora"), lengths)
+    cfg, fitted = fit_lengths(compose_cfg("method=lora", "method.train.tokens_per_batch=8192"), lengths)
     assert fitted["max_length"] == 768 and cfg.method.train.max_length == 768  # 98% kept, a multiple of 256
     assert cfg.method.train.batch_size == 8192 // 768
-    _, fitted = fit_lengths(compose_cfg("method=lora", "method.train.max_drop=0"), lengths)
+    _, fitted = fit_lengths(compose_cfg("method=lora", "method.train.tokens_per_batch=8192",
+                                        "method.train.max_drop=0"), lengths)
     assert fitted["max_length"] == 3072 and fitted["batch_size"] == 2  # long rows, small batches
     short_context = compose_cfg(
         "method=lora", "method.train.max_drop=0", "model.architecture.max_position_embeddings=2048"
@@ -300,3 +301,15 @@ def test_too_long_examples_are_counted_per_category(tiny_model_dir, bfcl_cache):
     ds, dropped = within_length(train, rows, lengths, cut)
     assert len(ds) + sum(dropped.values()) == len(train) and sum(dropped.values()) == sum(n > cut for n in lengths)
     assert set(dropped) <= {ex.category for ex in train}
+
+
+def test_tokens_per_batch_auto_is_smaller_on_cpu(monkeypatch):
+    import torch
+
+    from agentcoder.training.setup import CPU_TOKENS_PER_BATCH, GPU_TOKENS_PER_BATCH, fit_lengths
+
+    lengths = [1000] * 10  # max_length auto: 1024
+    for cuda, tokens in ((False, CPU_TOKENS_PER_BATCH), (True, GPU_TOKENS_PER_BATCH)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        _, fitted = fit_lengths(compose_cfg("method=lora"), lengths)
+        assert fitted["batch_size"] == tokens // 1024

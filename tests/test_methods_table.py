@@ -83,7 +83,7 @@ def test_unknown_keys_of_another_method_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="method.dpo.beta"):
         compose_cfg("method=dpo", "method.dpo.beta=0")
     cfg = compose_cfg("method=grpo")
-    assert cfg.method.train.lr == 5.0e-5 and cfg.method.train.tokens_per_batch == 8192  # shared method.train
+    assert cfg.method.train.lr == 5.0e-5 and cfg.method.train.tokens_per_batch == "auto"  # shared method.train
     assert "beta" not in cfg.method and cfg.method.grpo.beta == 0.04
 
 

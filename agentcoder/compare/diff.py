@@ -6,6 +6,7 @@ a fair coin's split: the examples both get right (or wrong) say nothing about wh
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from agentcoder.compare.runs import PREDICTIONS_FILE, load_run
-from agentcoder.compare.stats import mcnemar_exact
+from agentcoder.compare.stats import mcnemar_exact, paired_difference
 
 
 class DiffError(ValueError):
@@ -24,7 +25,7 @@ class DiffError(ValueError):
 class RunDiff:
     a: str
     b: str
-    examples: pd.DataFrame  # id, category, a_correct, b_correct, a_reason, b_reason (shared ids only)
+    examples: pd.DataFrame  # id, category, a_correct, b_correct, a_reason, b_reason, same_raw (shared ids only)
     only_in_a: int  # ids evaluated by A but not by B (left out of the counts)
     only_in_b: int
 
@@ -39,12 +40,20 @@ class RunDiff:
 
     def summary(self) -> dict[str, Any]:
         c = self.counts()
-        n = len(self.examples)
+        e = self.examples
+        n = len(e)
+        # B minus A in exact match with its paired-bootstrap 95% interval over the shared examples.
+        rows = [[{"id": i, "correct": bool(v)} for i, v in zip(e.id, e[col], strict=True)]
+                for col in ("a_correct", "b_correct")]
+        d = paired_difference([rows[0]], [rows[1]]) if n else {"diff": float("nan"), "lo": float("nan"),
+                                                                "hi": float("nan")}
         return {
             "n": n,
             **c,
             "a_exact_match": (c["both_right"] + c["only_a_right"]) / n if n else float("nan"),
             "b_exact_match": (c["both_right"] + c["only_b_right"]) / n if n else float("nan"),
+            "exact_match_diff": d["diff"], "exact_match_diff_lo": d["lo"], "exact_match_diff_hi": d["hi"],
+            "same_raw": int(e["same_raw"].sum()),
             "mcnemar_p": mcnemar_exact(c["only_a_right"], c["only_b_right"]),
         }
 
@@ -56,7 +65,10 @@ class RunDiff:
             f"shared examples: {s['n']}" + (
                 f" (left out: {self.only_in_a} only in A, {self.only_in_b} only in B)"
                 if self.only_in_a or self.only_in_b else ""),
-            f"exact match: A {100 * s['a_exact_match']:.1f}%  B {100 * s['b_exact_match']:.1f}%",
+            f"exact match: A {100 * s['a_exact_match']:.1f}%  B {100 * s['b_exact_match']:.1f}%  "
+            f"B - A {100 * s['exact_match_diff']:+.1f} points [95% paired bootstrap "
+            f"{100 * s['exact_match_diff_lo']:+.1f}, {100 * s['exact_match_diff_hi']:+.1f}]",
+            f"same raw output: {s['same_raw']}/{s['n']}; same verdict: {s['both_right'] + s['both_wrong']}/{s['n']}",
             "",
             "             B right  B wrong",
             f"  A right  {s['both_right']:8d} {s['only_a_right']:8d}",
@@ -86,6 +98,16 @@ def _predictions(run_dir: Path) -> pd.DataFrame:
         why = f"status {status}" if status != "completed" else f"no {PREDICTIONS_FILE}"
         raise DiffError(f"--diff {run_dir}: no predictions to compare ({why})")
     df = pd.DataFrame(run.predictions)
+    # load_run keeps the verdict fields only (thousands of runs stay small); a diff also reads the text.
+    raw = {}
+    for line in (Path(run_dir) / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "id" in row:
+            raw[row["id"]] = row.get("raw")
+    df["raw"] = df["id"].map(raw)
     return df.drop_duplicates("id", keep="last").set_index("id")
 
 
@@ -102,5 +124,6 @@ def diff_runs(a: Path, b: Path) -> RunDiff:
         "b_correct": pb.loc[shared, "correct"].fillna(False).astype(bool).to_numpy(),
         "a_reason": pa.loc[shared, "reason"].to_numpy(),
         "b_reason": pb.loc[shared, "reason"].to_numpy(),
+        "same_raw": pa.loc[shared, "raw"].to_numpy() == pb.loc[shared, "raw"].to_numpy(),
     })
     return RunDiff(str(a), str(b), examples, len(set(pa.index) - set(shared)), len(set(pb.index) - set(shared)))

@@ -203,7 +203,11 @@ def plot_training_curves(runs: list[Run], path: Path) -> Path | None:
             label = f"{row['quant']} frac={fraction_label(row['data_fraction'])}"
             if row.get("init") == "random":
                 label += " random-init"
-            kw = {"color": color_of.get(row["data_fraction"], "gray"), "linestyle": styles.get(row["quant"], "-."),
+            if row.get("variant"):
+                label += f" {row['variant']}"
+            from_base = "method.init=base" in str(row.get("variant"))
+            kw = {"color": "tab:red" if from_base else color_of.get(row["data_fraction"], "gray"),
+                  "linestyle": styles.get(row["quant"], "-."),
                   "alpha": 0.85, "linewidth": 1.2, "label": None if label in seen else label}
             seen.add(label)
             axes[0][col].plot(*loss, **kw)

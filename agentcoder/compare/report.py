@@ -66,6 +66,7 @@ def _pairs_table(table: pd.DataFrame, base: str, other: str, by_dir: dict[str, R
     t = table[table["init"] != "random"]
     lines = [f"| model | quant | fraction | {base} EM % | {other} EM % | difference, points [95%] | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines[0] = lines[0].replace(f"| {other} EM % |", f"| {other} EM % (variant) |")
     heads: dict[tuple, str] = {}
     rows = t[t["method"] == other]
     quant_rank = rows["quant"].map(lambda q: QUANT_ORDER.index(q) if q in QUANT_ORDER else len(QUANT_ORDER))
@@ -78,11 +79,13 @@ def _pairs_table(table: pd.DataFrame, base: str, other: str, by_dir: dict[str, R
         same = cands[cands["example_set"] == o["example_set"]]
         b = (same if len(same) else cands).iloc[0]
         c = _compare(b, o, by_dir)
+        variant = f" ({o['variant']})" if o.get("variant") else ""
         lines.append(f"| {o['model']} | {o['quant']} | {fraction_label(o['data_fraction'])} | {_pct(c['a'])} | "
-                     f"{_pct(c['b'])} | {_diff_cell(c)} | {c['verdict']} |")
+                     f"{_pct(c['b'])}{variant} | {_diff_cell(c)} | {c['verdict']} |")
         if len(same):
-            heads[(o["model"], o["quant"])] = (
-                f"{other} vs {base}, {o['model']} quant={o['quant']}, fraction {fraction_label(o['data_fraction'])}: "
+            heads[(o["model"], o["quant"], o.get("variant") or "")] = (
+                f"{other}{variant} vs {base}, {o['model']} quant={o['quant']}, "
+                f"fraction {fraction_label(o['data_fraction'])}: "
                 f"{_pct(c['a'])}% -> {_pct(c['b'])}%, {_diff_cell(c)} points: {c['verdict'].strip('*')}")
     return ("\n".join(lines) + "\n" if len(lines) > 2 else ""), list(heads.values())
 
@@ -90,10 +93,11 @@ def _pairs_table(table: pd.DataFrame, base: str, other: str, by_dir: dict[str, R
 def _fraction_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str, list[str]]:
     t = table[(table["init"] != "random") & table["data_fraction"].notna()]
     lines, heads = [], []
-    for (model, method, quant, _), sub in t.groupby(["model", "method", "quant", "example_set"]):
+    for (model, method, quant, _, variant), sub in t.groupby(["model", "method", "quant", "example_set", "variant"]):
         sub = sub.sort_values("data_fraction")
         per = ", ".join(f"{fraction_label(r['data_fraction'])}: {_pct(r['exact_match_mean'])}%"
                         for _, r in sub.iterrows())
+        method = f"{method} ({variant})" if variant else method
         line = f"- {model} {method} quant={quant} (n={int(sub['n'].iloc[0])}): {per}"
         if len(sub) > 1:
             lo_f, hi_f = fraction_label(sub.iloc[0]["data_fraction"]), fraction_label(sub.iloc[-1]["data_fraction"])
@@ -103,6 +107,28 @@ def _fraction_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str,
                          f"{c['verdict'].strip('*')}")
         lines.append(line)
     return ("\n".join(lines) + "\n" if lines else ""), heads
+
+
+def _init_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str, list[str]]:
+    """RL from the base model (method.init=base) against the same method from the SFT stage."""
+    if table.empty or "variant" not in table:
+        return "", []
+    t = table[(table["init"] != "random") & table["method"].isin(PREFERENCE_METHODS)]
+    lines = ["| method | model | quant | fraction | from SFT EM % | from base EM % | difference, points [95%] "
+             "| verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    heads = []
+    for _, b in t[t["variant"].str.contains("method.init=base", regex=False)].iterrows():
+        sft_variant = b["variant"].replace("method.init=base", "method.init=sft")
+        match = t[(t["method"] == b["method"]) & (t["model"] == b["model"]) & (t["quant"] == b["quant"])
+                  & (t["data_fraction"] == b["data_fraction"]) & (t["variant"] == sft_variant)]
+        if match.empty:
+            continue
+        c = _compare(match.iloc[0], b, by_dir)
+        lines.append(f"| {b['method']} | {b['model']} | {b['quant']} | {fraction_label(b['data_fraction'])} | "
+                     f"{_pct(c['a'])} | {_pct(c['b'])} | {_diff_cell(c)} | {c['verdict']} |")
+        heads.append(f"{b['method']} from base vs from the SFT stage, {b['model']} quant={b['quant']}: "
+                     f"{_pct(c['a'])}% -> {_pct(c['b'])}%, {_diff_cell(c)} points: {c['verdict'].strip('*')}")
+    return ("\n".join(lines) + "\n" if len(lines) > 2 else ""), heads
 
 
 def _efficiency_heads(table: pd.DataFrame) -> list[str]:
@@ -176,10 +202,11 @@ def write_report(
                         + "\n")
         h2 += heads or [f"{m}: no matching lora run"]
     q3, h3 = _fraction_section(table, by_dir) if not table.empty else ("", [])
+    q4, h4 = _init_section(table, by_dir)
 
     headline = [*(h1 or ["lora vs baseline: not yet run" if "lora" not in methods else
                          "lora vs baseline: no baseline with the same model, quant and example set"]),
-                *h2, *h3, *(_efficiency_heads(table) if not table.empty else [])]
+                *h2, *h4, *h3, *(_efficiency_heads(table) if not table.empty else [])]
     ci = ("95% intervals: bootstrap over test examples (seeds resampled together), in percent; "
           "`±` is the standard deviation over seeds.")
     method_note = ("Differences are paired: both sides on the same test examples, the 95% interval from "
@@ -198,6 +225,8 @@ def write_report(
         (q1 or "_not yet run: needs baseline and lora runs of the same model and quant_\n"),
         "## Do DPO / PPO / GRPO beat LoRA?\n",
         "".join(q2_parts),
+        "## Does RL need the SFT stage first?\n",
+        (q4 or "_not yet run: needs an RL method from both method.init=sft and method.init=base_\n"),
         "## Accuracy per data fraction\n",
         fig(ACCURACY_PNG, "accuracy vs data fraction"),
         (q3 or "_not yet run: needs trained runs_\n"),

@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 CPU_BATCH = 8
+CPU_TOKEN_BUDGET = 4096  # fp32 on CPU: narrow first batches, so the bar moves in seconds
+# bf16 on a CPU with bf16 units: prefill runs ~2,000 tokens/s, while decoding one row is bound by
+# reading the weights (~34 ms a step at 1 row, ~66 ms at 16), so wide batches pay. 50 test
+# examples took 80.0 s at 8 rows / 4096 tokens and 53.9 s at 16 / 16384 (docs/benchmarks.md).
+CPU_BF16_BATCH = 16
+CPU_BF16_TOKEN_BUDGET = 16384
 GPU_BATCH = 64
-CPU_TOKEN_BUDGET = 4096  # narrow first batches: the bar moves in seconds; README has the A/B
 GPU_TOKEN_BUDGET = 65536
 CHUNK_TOKENS = 32  # new tokens per generate() call between drops of finished rows
 _REFRESH_S = 2.0  # the progress line is redrawn at least this often while tokens are produced
@@ -34,16 +39,24 @@ class Generation:
     batch_size: int
 
 
-def resolve_batch_size(batch_size: int | str, device: Any) -> int:
+def _cpu_half(device: Any, dtype: Any) -> bool:
+    return not str(device).startswith("cuda") and str(dtype).removeprefix("torch.") in ("bfloat16", "float16")
+
+
+def resolve_batch_size(batch_size: int | str, device: Any, dtype: Any = None) -> int:
     if batch_size != "auto":
         return int(batch_size)
-    return GPU_BATCH if str(device).startswith("cuda") else CPU_BATCH
+    if str(device).startswith("cuda"):
+        return GPU_BATCH
+    return CPU_BF16_BATCH if _cpu_half(device, dtype) else CPU_BATCH
 
 
-def resolve_token_budget(token_budget: int | str | None, device: Any) -> int | None:
+def resolve_token_budget(token_budget: int | str | None, device: Any, dtype: Any = None) -> int | None:
     if token_budget is None or token_budget != "auto":
         return None if token_budget is None else int(token_budget)
-    return GPU_TOKEN_BUDGET if str(device).startswith("cuda") else CPU_TOKEN_BUDGET
+    if str(device).startswith("cuda"):
+        return GPU_TOKEN_BUDGET
+    return CPU_BF16_TOKEN_BUDGET if _cpu_half(device, dtype) else CPU_TOKEN_BUDGET
 
 
 def plan_batches(
@@ -97,11 +110,13 @@ def generate_batched(
     from tqdm.auto import tqdm
 
     device = _model_device(model)
+    dtype = getattr(model, "dtype", None)
     # The prompts already hold the chat template's special tokens.
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     batches = plan_batches(
-        [len(e) for e in encoded], max_new_tokens=max_new_tokens, max_rows=resolve_batch_size(batch_size, device),
-        token_budget=resolve_token_budget(token_budget, device), solo=set(solo),
+        [len(e) for e in encoded], max_new_tokens=max_new_tokens,
+        max_rows=resolve_batch_size(batch_size, device, dtype),
+        token_budget=resolve_token_budget(token_budget, device, dtype), solo=set(solo),
     )  # fmt: skip
     eos_ids = _stop_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]

@@ -120,9 +120,12 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     # 3. pairs from the policy's own samples
     limit = d.max_prompt_length
     examples = [ex for ex in splits.train if limit is None or fmt.n_tokens(fmt.prompt(ex)) <= limit]
+    n_fitting = len(examples)
+    examples = select_examples(examples, d.max_prompts)
     samples = load_or_sample(cfg, base.model, fmt, examples, run_dir / SAMPLES_FILE)
     pairs, counts = build_pairs(examples, samples, fmt, corrupted_pairs=d.corrupted_pairs, max_length=t.max_length)
-    counts["n_prompts_too_long"] = len(splits.train) - len(examples)
+    counts["n_prompts_too_long"] = len(splits.train) - n_fitting
+    counts["n_prompts_sampled"] = len(examples)
     atomic_write_text(run_dir / PAIRS_FILE, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     record.update(pairs=counts)
     print(f"[{TAG}] pairs: {json.dumps(counts)}")

@@ -10,7 +10,8 @@ Top to bottom (the shared pieces live in agentcoder/training):
   2. model  - the run's model (quantized per cfg.quant), packing layout and gradient checkpointing
               decided by memory, plus a peft LoRA on all linear layers;
   3. train  - SFTTrainer with BFD packing (no compute on pad tokens; `rows` under sdpa, `flat` under
-              flash-attention, see training/packing.py), bf16 on GPU / fp32 on CPU, checkpoints for resume;
+              flash-attention, see training/packing.py), base weights in model.dtype (auto: bf16 where
+              the hardware computes it), LoRA weights in fp32, checkpoints for resume;
   4. select - every eval_steps, function-call exact match on a val sample with the same `evaluate` as
               method=baseline; the best adapter is kept in <run_dir>/adapter;
   5. test   - the best adapter on cfg.eval.split, exactly as method=baseline evaluates.

@@ -26,6 +26,7 @@ from agentcoder.training.setup import (
     packing_layout,
     plan_schedule,
     prepare_for_kbit,
+    score_completions_only,
 )
 
 CHECKPOINT_DIR = "checkpoints"
@@ -68,6 +69,7 @@ def load_base(cfg: DictConfig, record: RunRecord | None, tag: str) -> Base:
     """Load cfg.model (quantized per cfg.quant), decide packing and checkpointing, prepare k-bit."""
     from agentcoder.models import load_model
 
+    score_completions_only()
     loaded = load_model(cfg)
     layout = packing_layout(cfg, loaded.model)
     checkpointing, why = gradient_checkpointing(cfg, loaded.model, str(loaded.info["device"]))

@@ -8,6 +8,36 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+# method.train.tokens_per_batch=auto.  On CPU, with bf16 base weights, a LoRA step of SmolLM2 ran 426
+# tokens/s at 2 rows of 1024 tokens, 392 at 1 and 333 at 4 (docs/benchmarks.md): larger batches
+# only add attention and cast work that does not amortise on 2 cores.
+CPU_TOKENS_PER_BATCH = 2048
+GPU_TOKENS_PER_BATCH = 8192
+
+
+def tokens_per_batch(value: int | str) -> int:
+    """method.train.tokens_per_batch resolved for the device training will run on."""
+    if value != "auto":
+        return int(value)
+    import torch
+
+    return GPU_TOKENS_PER_BATCH if torch.cuda.is_available() else CPU_TOKENS_PER_BATCH
+
+
+def score_completions_only() -> None:
+    """Make TRL's fused LM head project only the labelled (completion) positions on every device.
+
+    TRL (1.16) does so only where Triton runs (CUDA/XPU): elsewhere it scores every position, so
+    that tile shapes stay fixed for compiled backends.  On CPU nothing is compiled, and a BFCL
+    prompt is ~80% of its row: scoring it took a quarter of a LoRA step (122 -> 217 tokens/s with
+    this, same loss; docs/benchmarks.md).  The kernel module keeps its own Triton check, so only
+    the choice of positions changes.
+    """
+    import trl.trainer.utils as trl_utils
+
+    if hasattr(trl_utils, "_use_triton"):
+        trl_utils._use_triton = lambda device: True
+
 
 def is_quantized(cfg: DictConfig) -> bool:
     return bool(cfg.quant.load_in_4bit or cfg.quant.load_in_8bit)
@@ -90,7 +120,7 @@ def gradient_checkpointing(cfg: DictConfig, model: Any, device: str) -> tuple[bo
     on_gpu = device.startswith("cuda")
     # Recipes resolve auto lengths first (fit_lengths); the fallbacks serve callers that do not.
     row = t.max_length if isinstance(t.max_length, int) else 1024
-    rows = t.batch_size if isinstance(t.batch_size, int) else max(1, t.tokens_per_batch // row)
+    rows = t.batch_size if isinstance(t.batch_size, int) else max(1, tokens_per_batch(t.tokens_per_batch) // row)
     need = activation_bytes(model.config, rows * row, row, 2 if on_gpu else 4, on_gpu)
     budget = memory_budget_bytes(model, device)
     why = {"activation_estimate_gb": round(need / 1e9, 2), "memory_budget_gb": round(budget / 1e9, 2)}
@@ -193,7 +223,7 @@ def fit_lengths(cfg: DictConfig, lengths: list[int]) -> tuple[DictConfig, dict[s
         if context:
             max_length = min(max_length, int(context))
     longest = max_length or max(lengths, default=1)
-    batch_size = t.batch_size if t.batch_size != "auto" else max(1, t.tokens_per_batch // longest)
+    batch_size = t.batch_size if t.batch_size != "auto" else max(1, tokens_per_batch(t.tokens_per_batch) // longest)
     fitted = OmegaConf.merge(cfg, {"method": {"train": {"max_length": max_length, "batch_size": batch_size}}})
     return fitted, {"max_length": max_length, "batch_size": batch_size,
                     "max_length_auto": t.max_length == "auto", "batch_size_auto": t.batch_size == "auto"}

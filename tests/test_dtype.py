@@ -1,0 +1,65 @@
+"""model.dtype: auto picks bf16 only where the hardware computes it; a bf16 base trains fp32 adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentcoder.models import loader
+from tests.helpers import compose_cfg
+
+
+def cfg_for(model_dir: Path, *extra: str) -> Any:
+    return compose_cfg("method=lora", "model.source=hub", f"model.hub_id={model_dir}", *extra)
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, "bfloat16"), (False, "float32")])
+def test_auto_on_cpu_follows_the_bf16_units(monkeypatch, has_bf16, expected):
+    monkeypatch.setattr(loader, "cpu_has_bf16", lambda: has_bf16)
+    dtype, why = loader.resolve_dtype("auto", "cpu")
+    assert dtype == expected and why.startswith("auto: CPU")
+    # Without bf16 units nothing changes from fp32: auto is fp32 and so are the eval batch defaults.
+    from agentcoder.evaluation.generate import CPU_BATCH, CPU_TOKEN_BUDGET, resolve_batch_size, resolve_token_budget
+
+    if not has_bf16:
+        assert resolve_batch_size("auto", "cpu", dtype) == CPU_BATCH
+        assert resolve_token_budget("auto", "cpu", dtype) == CPU_TOKEN_BUDGET
+
+
+@pytest.mark.parametrize("value", ["float32", "bfloat16", "float16"])
+def test_a_set_dtype_is_taken_as_it_is(monkeypatch, value):
+    monkeypatch.setattr(loader, "cpu_has_bf16", lambda: False)
+    assert loader.resolve_dtype(value, "cpu") == (value, "set")
+
+
+def test_a_bad_dtype_fails_in_one_line_before_loading():
+    from agentcoder.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.dtype='fp8'.*auto, float32, bfloat16, float16"):
+        compose_cfg("model.dtype=fp8")
+
+
+def test_bf16_base_loads_records_why_and_keeps_lora_weights_fp32(tiny_model_dir, tmp_path):
+    import torch
+    from datasets import Dataset
+
+    from agentcoder.methods.lora import sft_config, sft_trainer
+    from agentcoder.training.session import load_base
+    from agentcoder.training.setup import lora_config
+
+    cfg = cfg_for(tiny_model_dir, "model.dtype=bfloat16", "method.train.max_length=64", "method.train.batch_size=2",
+                  "method.train.report_to=[]")
+    base = load_base(cfg, None, "t")
+    assert base.info["dtype"] == "bfloat16" and base.info["dtype_reason"] == "set"
+    rows = [{"prompt": "What is the weather?", "completion": '[{"name": "f", "arguments": {}}]<|im_end|>'}] * 4
+    trainer = sft_trainer(base, sft_config(cfg, tmp_path, base), Dataset.from_list(rows), lora_config(cfg))
+    params = dict(trainer.model.named_parameters())
+    lora = [p for n, p in params.items() if "lora_" in n]
+    frozen = [p for n, p in params.items() if "lora_" not in n and p.dim() == 2]
+    assert lora and all(p.dtype == torch.float32 and p.requires_grad for p in lora)
+    assert frozen and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in frozen)
+    trainer.args.max_steps, trainer.args.save_strategy = 2, "no"
+    trainer.train()
+    assert all(torch.isfinite(p).all() for p in lora)
