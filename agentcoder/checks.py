@@ -202,7 +202,8 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
 def check_resume(cfg: DictConfig, resume_from: str) -> list[str]:
     """Problems with continuing the run in RESUME_FROM under config CFG (validated)."""
     from agentcoder.config import config_hash
-    from agentcoder.tracking.records import RUN_FILE, effective_status, read_json
+    from agentcoder.files import read_json
+    from agentcoder.tracking.records import RUN_FILE, effective_status
 
     run_dir = Path(resume_from).expanduser()
     where = f"resume_from={short(resume_from)}"

@@ -16,9 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.checks import check_resume, check_values, short
-from agentcoder.config import ConfigError, _check_range, merge_schema, validate
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from agentcoder.config import CONF_DIR, ConfigError, _check_range, merge_schema, validate
 
 # Hydra flags that take a value (the value is not an override).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",

@@ -197,7 +197,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
-    from agentcoder.tracking.records import atomic_write_json, atomic_write_text
+    from agentcoder.files import atomic_write_text
+    from agentcoder.tracking.records import atomic_write_json
 
     atomic_write_json(out / REPORT_JSON, report)
     atomic_write_text(out / REPORT_MD, render_markdown(report))

@@ -51,7 +51,7 @@ def _print_frame(console: object, title: str, df: object) -> None:
 
 def run_diff(a: Path, b: Path, out: Path) -> None:
     from agentcoder.compare.diff import DiffError, diff_runs
-    from agentcoder.tracking.records import atomic_write_text
+    from agentcoder.files import atomic_write_text
 
     try:
         d = diff_runs(a, b)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from agentcoder.compare import tables
     from agentcoder.compare.runs import FilterError, filter_runs, load_runs, parse_where
-    from agentcoder.tracking.records import atomic_write_text
+    from agentcoder.files import atomic_write_text
 
     dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
     missing = [str(d) for d in args.dirs if not d.exists()]

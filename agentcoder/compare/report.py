@@ -181,7 +181,7 @@ def write_report(
     path: Path, table: pd.DataFrame, failures: pd.DataFrame, reasons: pd.DataFrame, runs: list[Run],
     plots: list[Path], notes: list[str], sources: list[str],
 ) -> Path:
-    from agentcoder.tracking.records import atomic_write_text
+    from agentcoder.files import atomic_write_text
 
     by_dir = {str(r.dir): r for r in runs}
     have = {p.name for p in plots}

@@ -127,7 +127,7 @@ def evaluate(
 
 
 def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from agentcoder.tracking.records import atomic_write_text
+    from agentcoder.files import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
 

@@ -32,8 +32,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder.files import atomic_write_text
 from agentcoder.methods.result import MethodResult
-from agentcoder.tracking.records import RunRecord, atomic_write_text
+from agentcoder.tracking.records import RunRecord
 
 TAG = "dpo"
 SAMPLES_FILE = "samples.jsonl"  # every sampled candidate with its verdict

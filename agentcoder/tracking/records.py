@@ -15,7 +15,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -27,6 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.config import config_hash
+from agentcoder.files import atomic_write_text, read_json
 from agentcoder.tracking.secrets import scrub
 
 RUN_FILE = "run.json"
@@ -43,27 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 4 * HEARTBEAT_S
 
-# mkstemp creates 0600 files; run files are for every reader of the results, like any new file.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see partial files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(value: Any, key: str, bad: dict[str, str]) -> Any:
@@ -89,13 +70,6 @@ def to_json(data: Any, indent: int | None = 2) -> str:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, to_json(data) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- environment facts

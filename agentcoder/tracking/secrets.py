@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from agentcoder.files import atomic_write_text
+
 REDACTED = "<redacted>"
 SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY",
                       "CREDENTIAL")
@@ -66,7 +68,6 @@ def scrub(text: str) -> str:
 
 def scrub_file(path: Path) -> None:
     """Rewrite PATH scrubbed (atomically, keeping it readable) if it holds a secret."""
-    from agentcoder.tracking.records import atomic_write_text
 
     try:
         text = path.read_text(encoding="utf-8")

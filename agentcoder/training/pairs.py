@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from agentcoder.data.example import Example, GoldCall
 from agentcoder.data.prompts import render_target
-from agentcoder.tracking.records import atomic_write_text
+from agentcoder.files import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 from omegaconf import DictConfig
 from transformers import TrainerCallback
 
-from agentcoder.tracking.records import atomic_write_json, read_json
+from agentcoder.files import read_json
+from agentcoder.tracking.records import atomic_write_json
 
 ADAPTER_DIR = "adapter"
 BEST_FILE = "best.json"

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.tracking.records import RunRecord, atomic_write_json, read_json
+from agentcoder.files import read_json
+from agentcoder.tracking.records import RunRecord, atomic_write_json
 
 if TYPE_CHECKING:
     from agentcoder.training.session import Base
@@ -35,8 +36,7 @@ def sft_stage_config(cfg: DictConfig) -> DictConfig:
     """The method=lora config of the stage a staged method (dpo/ppo/grpo) starts from: the run's
     model, quant, data, fraction and seed; its LoRA shape; lora's default training settings with
     the run's `sft_train` on top (what a method=lora run of the same config trains with)."""
-    from agentcoder.config import LoraMethod, TrainParams, sft_train_params
-    from agentcoder.preflight import CONF_DIR
+    from agentcoder.config import CONF_DIR, LoraMethod, TrainParams, sft_train_params
 
     train = OmegaConf.merge(OmegaConf.structured(TrainParams), OmegaConf.load(CONF_DIR / "training" / "default.yaml"))
     train = sft_train_params(cfg, train)
