@@ -15,7 +15,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
 # The Hydra config tree the launcher composes (conf/ mirrors the package).
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
