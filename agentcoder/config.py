@@ -1,9 +1,8 @@
-"""Typed schema and range checks for the composed run config.
+"""The run config's typed schema: one dataclass per config group, the method table, and the
+merge that catches unknown keys and wrong types (agentcoder.checks checks the values).
 
 Light on purpose: importing this module must not import torch, so that a bad override is
-reported in well under two seconds.  Each config group has a dataclass here; `validate`
-merges the composed config onto the schema (catching unknown keys and wrong types) and then
-applies the range checks that types cannot express.
+reported in well under two seconds.
 """
 
 from __future__ import annotations
@@ -181,6 +180,9 @@ class PpoParams:
     max_new_tokens: int = 128
     temperature: float = 1.0
     max_grad_norm: float = 1.0
+    # Subtracted from the score of a completion that ends without a stop token (cut at max_new_tokens),
+    # as in Huang et al. 2024 ("The N+ implementation details of RLHF with PPO"); null: off.
+    missing_eos_penalty: float | None = None
 
 
 @dataclass
@@ -256,7 +258,7 @@ class GrpoMethod(StagedMethod):
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
-    method: Any = None  # checked against the schema in agentcoder.methods.METHODS[method.name]
+    method: Any = None  # checked against the schema in METHODS[method.name]
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data_fraction: float = 1.0
@@ -269,133 +271,38 @@ class RunConfig:
     sft_train: dict[str, Any] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- checks
+# --------------------------------------------------------------------------- the method table
 
-# Metrics of the result's `overall` that an optimizing sweeper may maximise (all "higher is better").
-OBJECTIVES = ("exact_match", "function_selection", "parameter_accuracy", "multi_call_accuracy",
-              "irrelevance_accuracy")
 
-_CHOICES = {
-    "model.source": ("embedded", "hub"),
-    "model.tool_format": ("json", "qwen"),
-    "model.init": ("pretrained", "random"),
-    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "data.source": ("embedded", "hub"),
-    "eval.split": ("train", "val", "test"),
-    "eval.parallel_matching": ("optimal", "greedy"),
-    "quant.bnb_4bit_quant_type": ("nf4", "fp4"),
-    "quant.bnb_4bit_compute_dtype": ("bfloat16", "float16", "float32"),
-    "method.train.scheduler": ("cosine", "linear", "constant", "constant_with_warmup"),
-    "method.train.packing": ("auto", "rows", "flat", "none"),
-    "method.init": ("sft", "base"),
-    "method.dpo.loss_type": ("sigmoid", "ipo", "hinge", "robust"),
-    "method.grpo.vllm_mode": ("colocate", "server"),
-    "eval.objective": OBJECTIVES,
+@dataclass(frozen=True)
+class MethodSpec:
+    schema: type  # the dataclass `method.*` is validated against
+    module: str | None  # the recipe, `run(cfg, record) -> MethodResult`; None: planned, not built yet
+
+
+# Every `method=<name>` the launcher knows.  Adding a method is one recipe module under
+# agentcoder/methods/, one conf/method/<name>.yaml and one line here; modules are imported only
+# when their method is dispatched, so validating a config never pays for torch.
+METHODS: dict[str, MethodSpec] = {
+    "baseline": MethodSpec(BaselineMethod, "agentcoder.methods.baseline"),
+    "lora": MethodSpec(LoraMethod, "agentcoder.methods.lora"),
+    "dpo": MethodSpec(DpoMethod, "agentcoder.methods.dpo"),
+    "ppo": MethodSpec(PpoMethod, "agentcoder.methods.ppo"),
+    "grpo": MethodSpec(GrpoMethod, "agentcoder.methods.grpo"),
+    "debug": MethodSpec(DebugMethod, "agentcoder.methods.debug"),  # launcher self-test, loads no model
 }
+
+
+def built_methods() -> list[str]:
+    """The methods a user can run (debug, the launcher's self-test, is left out)."""
+    return [name for name, spec in METHODS.items() if spec.module and name != "debug"]
+
+
+# --------------------------------------------------------------------------- schema merge
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
-
-
-def _check_range(cfg: DictConfig) -> None:
-    def need(key: str, ok: bool, allowed: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; expected {allowed}")
-
-    frac = cfg.data_fraction
-    need("data_fraction", 0.0 < frac <= 1.0, "a number in (0, 1], e.g. data_fraction=0.1")
-    for key, choices in _CHOICES.items():
-        value = _get(cfg, key)
-        if value is not None:
-            need(key, value in choices, "one of " + ", ".join(choices))
-    bs = cfg.eval.batch_size
-    need("eval.batch_size", bs == "auto" or (isinstance(bs, int) and bs > 0), "a positive int or 'auto'")
-    need("eval.max_new_tokens", cfg.eval.max_new_tokens > 0, "a positive int")
-    tb = cfg.eval.token_budget
-    need("eval.token_budget", tb == "auto" or (isinstance(tb, int) and tb > 0), "a positive int or 'auto'")
-    need("eval.latency_probe", cfg.eval.latency_probe >= 0, "an int >= 0 (0 turns the probe off)")
-    if cfg.eval.limit is not None:
-        need("eval.limit", cfg.eval.limit > 0, "a positive int or null")
-    ratios = cfg.data.split
-    for part in ("train", "val", "test"):
-        need(f"data.split.{part}", 0.0 < ratios[part] < 1.0, "a share in (0, 1)")
-    total = ratios.train + ratios.val + ratios.test
-    need("data.split.train", abs(total - 1.0) < 1e-6, f"train+val+test to sum to 1 (they sum to {total:g})")
-    q = cfg.quant
-    need("quant.load_in_4bit", not (q.load_in_4bit and q.load_in_8bit), "only one of 8-bit and 4-bit")
-    if cfg.model.source == "embedded" and cfg.model.embedded is None and cfg.model.gguf_path is None:
-        raise ConfigError("model.embedded is missing for an embedded model; set it or model.gguf_path")
-    m = cfg.method
-    if "lora" in m:
-        need("method.lora.r", m.lora.r > 0, "a positive int (LoRA rank)")
-        need("method.lora.alpha", m.lora.alpha > 0, "a positive number")
-        need("method.lora.dropout", 0.0 <= m.lora.dropout < 1.0, "a share in [0, 1)")
-    if "train" in m:
-        t = m.train
-        need("method.train.lr", 0.0 < t.lr < 1.0, "a learning rate in (0, 1)")
-        need("method.train.epochs", t.epochs > 0, "a positive number")
-        bs = t.batch_size
-        need("method.train.batch_size", bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs > 0),
-             "a positive int or auto (tokens_per_batch // max_length)")
-        tpb = t.tokens_per_batch
-        need("method.train.tokens_per_batch",
-             tpb == "auto" or (isinstance(tpb, int) and not isinstance(tpb, bool) and tpb > 0),
-             "a positive int or auto (2048 on CPU, 8192 on GPU)")
-        need("method.train.max_drop", 0.0 <= t.max_drop <= 0.5, "a share of the train examples in [0, 0.5]")
-        need("method.train.grad_accum", t.grad_accum > 0, "a positive int")
-        need("method.train.warmup_ratio", 0.0 <= t.warmup_ratio <= 0.5, "a share of the run's steps in [0, 0.5]")
-        need("method.train.evaluations", t.evaluations > 0, "a positive int (val evaluations per run)")
-        need("method.train.logging_steps", t.logging_steps > 0, "a positive int")
-        if t.eval_steps is not None:
-            need("method.train.eval_steps", t.eval_steps > 0, "a positive int or null (spread by evaluations)")
-        if t.save_steps is not None:
-            need("method.train.save_steps", t.save_steps > 0, "a positive int or null (with every evaluation)")
-        ml = t.max_length
-        need("method.train.max_length",
-             ml is None or ml == "auto" or (isinstance(ml, int) and not isinstance(ml, bool) and ml > 0),
-             "a positive int, auto or null")
-        gc = t.gradient_checkpointing
-        need("method.train.gradient_checkpointing", gc in ("auto", True, False), "one of auto, true, false")
-        need("method.train.packing", t.packing == "none" or t.max_length is not None,
-             "none when method.train.max_length is null (packing fills rows of max_length tokens)")
-    if "dpo" in m:
-        d = m.dpo
-        need("method.dpo.beta", d.beta > 0, "a positive number")
-        need("method.dpo.num_samples", d.num_samples > 0, "a positive int (candidates per train prompt)")
-        need("method.dpo.temperature", d.temperature > 0, "a positive number")
-        need("method.dpo.top_p", 0 < d.top_p <= 1, "a number in (0, 1]")
-        for key in ("max_prompt_length", "max_completion_length"):
-            if d[key] is not None:
-                need(f"method.dpo.{key}", d[key] > 0, "a positive int or null")
-    if "grpo" in m:
-        need("method.grpo.num_generations", m.grpo.num_generations >= 2, "an int >= 2 (GRPO compares a group)")
-        need("method.grpo.beta", m.grpo.beta >= 0, "a number >= 0")
-        need("method.grpo.temperature", m.grpo.temperature > 0, "a positive number")
-        need("method.grpo.max_completion_length", m.grpo.max_completion_length > 0, "a positive int")
-        need("method.grpo.epsilon", 0 < m.grpo.epsilon < 1, "a number in (0, 1)")
-        need("method.grpo.vllm_gpu_memory_utilization", 0 < m.grpo.vllm_gpu_memory_utilization < 1, "a share in (0, 1)")
-        bs = m.train.batch_size
-        need("method.train.batch_size", isinstance(bs, int) and (bs * m.train.grad_accum) % m.grpo.num_generations == 0,
-             f"batch_size x grad_accum to be a multiple of method.grpo.num_generations={m.grpo.num_generations}")
-    if "ppo" in m:
-        p = m.ppo
-        need("method.train.batch_size", isinstance(m.train.batch_size, int), "a positive int (rows per PPO forward)")
-        need("method.ppo.kl_coef", p.kl_coef >= 0, "a number >= 0")
-        need("method.ppo.clip_range", 0 < p.clip_range < 1, "a number in (0, 1)")
-        need("method.ppo.value_clip_range", p.value_clip_range > 0, "a positive number")
-        need("method.ppo.gamma", 0 < p.gamma <= 1, "a number in (0, 1]")
-        need("method.ppo.lam", 0 <= p.lam <= 1, "a number in [0, 1]")
-        need("method.ppo.ppo_epochs", p.ppo_epochs > 0, "a positive int")
-        need("method.ppo.rollout_batch_size", p.rollout_batch_size > 0, "a positive int")
-        need("method.ppo.max_new_tokens", p.max_new_tokens > 0, "a positive int")
-        need("method.ppo.temperature", p.temperature > 0, "a positive number")
-        need("method.ppo.vf_coef", p.vf_coef >= 0, "a number >= 0")
-        need("method.ppo.max_grad_norm", p.max_grad_norm > 0, "a positive number")
-    if "reward" in m:
-        w = m.reward
-        need("method.reward.exact", w.exact > w.function_name + w.arguments,
-             "more than function_name + arguments (partial credit must stay below an exact match)")
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -406,8 +313,6 @@ def _one_line(err: OmegaConfBaseException) -> str:
 
 def merge_schema(cfg: DictConfig) -> DictConfig:
     """CFG merged onto the typed schema and resolved once, or ConfigError (one line)."""
-    from agentcoder.methods import METHODS  # the method table (torch-free); it imports the schemas above
-
     method_name = _get(cfg, "method.name")
     if method_name not in METHODS:
         if method_name is None and _get(cfg, "method") is None:
@@ -436,6 +341,11 @@ def merge_schema(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+def training_defaults() -> DictConfig:
+    """The method.train every training method starts from (conf/training/default.yaml on the schema)."""
+    return OmegaConf.merge(OmegaConf.structured(TrainParams), OmegaConf.load(CONF_DIR / "training" / "default.yaml"))
+
+
 def sft_train_params(cfg: DictConfig, base: Any = None) -> DictConfig:
     """`sft_train` merged onto BASE (default: the TrainParams schema), or ConfigError (one line)."""
     known = [f.name for f in fields(TrainParams)]
@@ -446,13 +356,6 @@ def sft_train_params(cfg: DictConfig, base: Any = None) -> DictConfig:
         return OmegaConf.merge(base if base is not None else OmegaConf.structured(TrainParams), cfg.sft_train)
     except OmegaConfBaseException as err:
         raise ConfigError(f"sft_train: {_one_line(err)}") from None
-
-
-def validate(cfg: DictConfig) -> DictConfig:
-    """Return the config merged onto the schema, or raise ConfigError (one line)."""
-    merged = merge_schema(cfg)
-    _check_range(merged)
-    return merged
 
 
 def config_hash(cfg: DictConfig) -> str:

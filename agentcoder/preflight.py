@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.checks import check_resume, check_values, short
-from agentcoder.config import CONF_DIR, ConfigError, _check_range, merge_schema, validate
+from agentcoder.checks import problems, short, validate
+from agentcoder.config import CONF_DIR, ConfigError, config_hash, merge_schema
+from agentcoder.files import read_json
+from agentcoder.tracking.records import RUN_FILE, effective_status
 
 # Hydra flags that take a value (the value is not an override).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -25,18 +28,19 @@ _OPTIONAL_VALUE = {"--info", "-i", "--shell-completion", "-sc"}
 
 
 # Config nodes that are open dicts (empty by default): `sft_train.epochs=1` adds a key, which Hydra
-# only takes as `+sft_train.epochs=1`; the entrypoint adds the `+` so users need not.
+# only takes as `+sft_train.epochs=1`, unless an experiment overlay set it already, when only a plain
+# override works.  `++` (add or override) is right in both cases; the entrypoint adds it.
 OPEN_DICTS = ("sft_train",)
 
 
 def normalize_overrides(argv: list[str]) -> list[str]:
-    """ARGV with `+` added to open-dict keys, and `+experiment=X` read as `experiment=X`: the
+    """ARGV with `++` added to open-dict keys, and `+experiment=X` read as `experiment=X`: the
     defaults list has an optional experiment slot, so Hydra's usual `+experiment=` spelling would
     otherwise fail with "Multiple values for experiment"."""
     out = []
     for a in argv:
-        if a.startswith(tuple(f"{d}." for d in OPEN_DICTS)):
-            a = f"+{a}"
+        if a.lstrip("+").startswith(tuple(f"{d}." for d in OPEN_DICTS)):
+            a = f"++{a.lstrip('+')}"
         elif a.startswith("+experiment="):
             a = a[1:]
         out.append(a)
@@ -105,21 +109,12 @@ def _truncate_values(text: str, limit: int = 400) -> str:
 
 
 def check_config(cfg: DictConfig, *, starting: bool = True) -> list[str]:
-    """All problems of the composed config CFG: schema and types (first), ranges, values."""
+    """All problems of the composed config CFG: schema and types (first, alone), then every value."""
     try:
         merged = merge_schema(cfg)
     except ConfigError as err:
         return [str(err)]
-    errors = []
-    try:
-        _check_range(merged)
-    except ConfigError as err:
-        errors.append(str(err))
-    for line in check_values(merged, starting=starting):
-        key = line.split("=", 1)[0]
-        if not any(e.startswith(f"{key}=") for e in errors):  # the range check said it already
-            errors.append(line)
-    return errors
+    return problems(merged, starting=starting)
 
 
 def check_overrides(
@@ -229,3 +224,57 @@ def _overlay_variants(conf_dir: Path, base: list[str], given: set[str]) -> list[
 def compose_config(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
     """The validated run config for OVERRIDES, as `python -m agentcoder.run` builds it (scripts, tests)."""
     return validate(_compose(conf_dir, list(overrides)))
+
+
+# --------------------------------------------------------------------------- resume_from
+
+
+def _flat(node: Any, key: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{key}.{k}" if key else str(k)))
+        return out
+    return {key: node}
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    saved = OmegaConf.load(path)
+    try:
+        return OmegaConf.to_container(saved, resolve=True)
+    except Exception:  # noqa: BLE001 - an env var of that run may be unset now: compare unresolved
+        return OmegaConf.to_container(saved, resolve=False)
+
+
+def check_resume(cfg: DictConfig, resume_from: str) -> list[str]:
+    """Problems with continuing the run in RESUME_FROM under config CFG (validated)."""
+    run_dir = Path(resume_from).expanduser()
+    where = f"resume_from={short(resume_from)}"
+    if not run_dir.is_dir():
+        return [f"{where} is not a run directory"]
+    record = read_json(run_dir / RUN_FILE)
+    if not record:
+        return [f"{where} holds no {RUN_FILE}: not a run directory (nothing to resume)"]
+    status = effective_status(record)
+    if status == "running":
+        return [f"{where} is still running (pid {record.get('pid')} on {record.get('host')}); "
+                f"stop it first or wait for it"]
+    want = config_hash(cfg)
+    if record.get("config_hash") == want:
+        return []
+    diffs = []
+    saved = record.get("config") or _saved_config(run_dir)
+    if saved is not None:
+        now, then = _flat(OmegaConf.to_container(cfg, resolve=True)), _flat(saved)
+        for key in sorted(set(now) | set(then)):
+            if key.split(".")[0] in ("resume", "resume_from", "hydra"):
+                continue
+            if now.get(key) != then.get(key):
+                diffs.append(f"{key}: {short(then.get(key), 30)} -> {short(now.get(key), 30)}")
+    detail = "; ".join(diffs[:4]) + (f"; +{len(diffs) - 4} more" if len(diffs) > 4 else "")
+    return [f"{where} holds a {record.get('method')} run of another config "
+            f"(hash {record.get('config_hash')} != {want}{': ' + detail if detail else ''}); "
+            f"repeat its overrides to resume it"]

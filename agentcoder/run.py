@@ -9,17 +9,20 @@ answer in about a second.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.checks import check_values
-from agentcoder.config import ConfigError, config_hash, validate
-from agentcoder.preflight import CONF_DIR, check_overrides, normalize_overrides, split_argv
+from agentcoder.checks import validate
+from agentcoder.config import CONF_DIR, ConfigError, config_hash
+from agentcoder.preflight import check_overrides, normalize_overrides, split_argv
 from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
 from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
 from agentcoder.tracking.secrets import scrub_file
@@ -30,6 +33,37 @@ def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
+
+
+# The hub libraries' offline switches: read when called (peft, datasets) or at import (huggingface_hub).
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@contextmanager
+def hub_offline(cfg: DictConfig) -> Iterator[bool]:
+    """Offline mode for the hub libraries while a run whose model and data are embedded runs: nothing it
+    needs is on the hub, and a lookup (peft asks the hub about the base model at every adapter save)
+    would only wait on DNS.  Yields whether it switched."""
+    embedded = cfg.model.source == "embedded" and cfg.data.source == "embedded"
+    if not embedded:
+        yield False
+        return
+    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
+    os.environ.update(dict.fromkeys(OFFLINE_ENV, "1"))
+    hub = sys.modules.get("huggingface_hub.constants")
+    hub_saved = getattr(hub, "HF_HUB_OFFLINE", None)
+    if hub is not None:
+        hub.HF_HUB_OFFLINE = True
+    try:
+        yield True
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = hub_saved
 
 
 def _hydra_facts() -> tuple[Path, dict]:
@@ -46,10 +80,7 @@ def _hydra_facts() -> tuple[Path, dict]:
 def run_task(raw_cfg: DictConfig) -> float | None:
     """One job: validate, record, dispatch to the method; returns the run's `eval.objective` metric
     (what an optimizing sweeper such as Optuna maximises), None for a skipped job."""
-    cfg = validate(raw_cfg)
-    problems = check_values(cfg)  # a sweep combination preflight did not compose
-    if problems:
-        raise ConfigError(problems[0])
+    cfg = validate(raw_cfg)  # also a sweep combination preflight did not compose
     run_dir, facts = _hydra_facts()
 
     previous = mark_stale_failed(run_dir)  # a run killed outright reads as failed, and is re-run
@@ -63,9 +94,13 @@ def run_task(raw_cfg: DictConfig) -> float | None:
 
     from agentcoder.methods import load_method
 
-    with RunRecord.start(run_dir, cfg, facts) as record:
+    with RunRecord.start(run_dir, cfg, facts) as record, hub_offline(cfg):
         seed_everything(cfg.seed)
         result = load_method(cfg.method.name).run(cfg, record)
+        if cfg.method.name == "lora":  # its adapter: the SFT stage later dpo/ppo/grpo runs of its settings reuse
+            from agentcoder.methods.stages import register_sft
+
+            register_sft(cfg, Path(result.artifacts["adapter"]), run_dir)
         metrics = result.to_metrics()
         report_to = list(OmegaConf.select(cfg, "method.train.report_to", default=None) or [])
         if report_to:

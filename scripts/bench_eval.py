@@ -28,9 +28,9 @@ def per_example_loop(model, tokenizer, prompts: list[str], max_new_tokens: int) 
     """The naive reference: one unpadded generate() call per example."""
     import torch
 
-    from agentcoder.evaluation.generate import _stop_ids, _until_stop
+    from agentcoder.evaluation.generate import _until_stop, stop_ids
 
-    stop = _stop_ids(model, tokenizer)
+    stop = stop_ids(model, tokenizer)
     device = next(model.parameters()).device
     texts = []
     t0 = time.perf_counter()

@@ -68,7 +68,7 @@ def train_once(name: str, cfg: Any, examples: list, args: argparse.Namespace, wo
 
     packing = {"padded": "none", "project": cfg.method.train.packing}.get(name, name)
     cfg = OmegaConf.merge(cfg, {"method": {"train": {"packing": packing}}})
-    base = load_base(cfg, None, f"bench {name}")
+    base = load_base(cfg, f"bench {name}")
     project = sft_config(cfg, workdir / name, base)
     if name == "padded":
         # TRL's defaults for everything method=lora sets differently, except precision and the

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/gpu_check.py --cpu-smoke --out /tmp/gpucheck-smoke  # every step, tiny, here
 
 Each step runs the project's own command-line tools as subprocesses (scripts/bench_eval.py,
-scripts/bench_train.py, `python -m agentcoder.run`), parses what they print or write, and merges
+scripts/bench_train.py, `python -m agentcoder.run`), reads the JSON files they write, and merges
 its figures into OUT/gpu_report.json + OUT/gpu_report.md: every figure with its target, the ratio
 value/target and whether it is met.  A step has a time budget: an item whose estimate no longer
 fits is skipped and recorded as skipped; a running item is stopped at the budget (recorded as
@@ -54,7 +54,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -208,42 +207,7 @@ def read_report(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else empty_report()
 
 
-# --------------------------------------------------------------------------- parsing the tools' output
-
-# bench_train's table header names -> the keys of its result dict (what a --json would carry).
-_TRAIN_COLUMNS = {"config": "name", "device": "device", "steps": "steps", "tokens": "tokens", "time_s": "seconds",
-                  "tok/s": "tokens_per_s", "peak_GiB": "peak_memory_gib"}
-_SETTINGS = {"packing": "packing", "grad_ckpt": "gradient_checkpointing", "bf16": "bf16"}
-
-
-def _scalar(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"True": True, "False": False, "None": None}.get(text, text)
-
-
-def parse_train_table(text: str) -> list[dict[str, Any]]:
-    """The rows of bench_train's printed table (the last one in TEXT), as its result dicts."""
-    lines = text.splitlines()
-    heads = [i for i, line in enumerate(lines) if re.match(r"\s*config\s+device\s", line) and "tok/s" in line]
-    if not heads:
-        return []
-    header = lines[heads[-1]].split()
-    columns = [_TRAIN_COLUMNS.get(h, h) for h in header if h != "settings"]
-    rows = []
-    for line in lines[heads[-1] + 1:]:
-        cells = line.split()
-        if len(cells) < len(columns) or "=" in "".join(cells[: len(columns)]):
-            break
-        row = {col: _scalar(cell) for col, cell in zip(columns, cells, strict=False)}
-        for cell in cells[len(columns):]:
-            key, _, value = cell.partition("=")
-            row[_SETTINGS.get(key, key)] = _scalar(value)
-        rows.append(row)
-    return rows
+# --------------------------------------------------------------------------- reading the tools' output
 
 
 def train_rows(data: Any) -> list[dict[str, Any]]:
@@ -407,12 +371,6 @@ def run_probe(env: dict[str, str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the steps
 
 
-def _bench_train_has_json(env: dict[str, str]) -> bool:
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--help"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60).stdout
-    return "--json" in out
-
-
 # In the CPU smoke the random-init architectures shrink (same model types, 2 layers).
 _SMOKE_ARCH = {
     "smollm2-135m": ["model.architecture.num_hidden_layers=2"],
@@ -431,15 +389,11 @@ def bench_train(run: StepRun, ctx: argparse.Namespace, model: str, quant: str, e
              else ["--steps", "20"] if model == "smollm2-135m" else ["--steps", "10"])
     json_path = run.out / "logs" / f"step{run.n}-{name}.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--model", model, "--init", "random",
-           "--quant", quant, "--configs", "padded,project", *sizes]
-    if ctx.train_json:
-        cmd += ["--json", str(json_path)]
-    cmd += [*ctx.tokenizer_overrides, *(_SMOKE_ARCH[model] if run.smoke else [])]
-    result = run.run(name, cmd, estimate_s)
-    if result is None:
+           "--quant", quant, "--configs", "padded,project", *sizes, "--json", str(json_path),
+           *ctx.tokenizer_overrides, *(_SMOKE_ARCH[model] if run.smoke else [])]
+    if run.run(name, cmd, estimate_s) is None:
         return
-    _, output = result
-    rows = train_rows(json.loads(json_path.read_text())) if json_path.is_file() else parse_train_table(output)
+    rows = train_rows(json.loads(json_path.read_text())) if json_path.is_file() else []
     by_name = {r.get("name"): r for r in rows}
     padded, project = by_name.get("padded"), by_name.get("project")
     if not (padded and project):
@@ -663,7 +617,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = args.cache or Path(os.environ.get("AGENTCODER_CACHE") or "/tmp/ac-cache")
     print(f"[gpu_check] {seed_cache(args.kit, cache)}", flush=True)
     env = child_env(cache)
-    args.train_json = _bench_train_has_json(env)
     tokenizer = args.kit / "tokenizer"
     args.tokenizer_overrides = ["model.source=hub", f"model.hub_id={tokenizer.resolve()}"]
     t0 = time.monotonic()
@@ -673,8 +626,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_info = run_probe(env)
         print(f"[gpu_check] step {n} on {env_info.get('gpu')} (torch {env_info.get('torch')}), budget {budget:.0f} s",
               flush=True)
-        if not args.train_json:
-            run.notes.append("bench_train has no --json: figures parsed from its printed table")
         try:
             STEP_FUNCS[n](run, args)
         finally:

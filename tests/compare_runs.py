@@ -18,7 +18,7 @@ def example_ids(n: int, prefix: str = "ex") -> list[tuple[str, str]]:
 
 
 def prediction(ex_id: str, category: str, correct: bool, rng: random.Random) -> dict[str, Any]:
-    """One predictions.jsonl row consistent with the matcher's fields."""
+    """One predictions.jsonl row consistent with the matcher's fields (gold calls of two mandatory arguments)."""
     expects = category != "irrelevance"
     n_gold = 2 if category == "parallel" else (1 if expects else 0)
     if correct:
@@ -31,9 +31,21 @@ def prediction(ex_id: str, category: str, correct: bool, rng: random.Random) -> 
         status = "failure" if reason == "parse_failure" else "ok"
         func = reason.startswith(("wrong_value", "missing_arg"))
         pc, pt = (1, n_gold * 2) if func else (0, 0)
+    gold_args = 2 * n_gold
+    args = {  # reason -> pred_args, pred_args_right, gold_args_right
+        None: (gold_args, gold_args, gold_args), "called_when_none_expected": (1, 0, 0),
+        "wrong_value:city": (gold_args, gold_args - 1, gold_args - 1),
+        "missing_arg:unit": (gold_args - 1, gold_args - 1, gold_args - 1),
+        "wrong_name": (gold_args, 0, 0), "parse_failure": (0, 0, 0),
+    }[reason]
     return {"id": ex_id, "category": category, "raw": "...", "correct": correct, "reason": reason, "status": status,
             "function_match": func, "params_correct": pc, "params_total": pt, "expects_call": expects,
-            "n_gold_calls": n_gold, "latency_s": round(0.5 + rng.random(), 4), "output_tokens": 20}
+            "n_gold_calls": n_gold, "latency_s": round(0.5 + rng.random(), 4), "output_tokens": 20,
+            "pred_args": args[0], "pred_args_right": args[1], "gold_args": gold_args, "gold_args_right": args[2]}
+
+
+# Prediction-row fields that rows written before argument precision/recall existed lack.
+ARGUMENT_FIELDS = ("pred_args", "pred_args_right", "gold_args", "gold_args_right")
 
 
 def write_run(
@@ -43,12 +55,15 @@ def write_run(
     train_steps: int = 0, config_hash: str | None = None, ended_at: str = "2026-11-26T10:00:01",
 ) -> Path:
     """A run dir as the launcher writes it. SHAPE "new" puts the resolved config in run.json and the
-    schema_version-1 metrics; "old" only the group choices (today's records)."""
+    schema_version-1 metrics; "old" only the group choices, and prediction rows without the argument
+    counts (older records)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ids = ids if ids is not None else example_ids(len(correct) if correct is not None else 30)
     correct = correct if correct is not None else [False] * len(ids)
     rng = random.Random(f"{method}{quant}{fraction}{seed}")
     rows = [prediction(i, c, ok, rng) for (i, c), ok in zip(ids, correct, strict=True)]
+    if shape == "old":
+        rows = [{k: v for k, v in r.items() if k not in ARGUMENT_FIELDS} for r in rows]
     h = config_hash or f"{model}-{init}-{method}-{quant}-{fraction}-{seed}-{len(ids)}"
     record: dict[str, Any] = {
         "status": status, "config_hash": h, "method": method, "seeds": {"seed": seed, "split_seed": 0},

@@ -45,7 +45,7 @@ def rose(rewards: list[float], margin: float) -> bool:
 def register_fake_sft(cfg: Any, run_dir: Path) -> Path:
     """Save a LoRA with non-zero B matrices and register it as the SFT stage of CFG (a staged
     method's config), so that a run with method.init=sft reuses it instead of training one."""
-    from agentcoder.training.stages import register_sft, sft_stage_config
+    from agentcoder.methods.stages import register_sft, sft_stage_config
 
     stage_cfg = sft_stage_config(cfg)
     adapter = save_random_adapter(stage_cfg, run_dir / "adapter", std=0.1)

@@ -62,7 +62,8 @@ def test_grid_expands_and_compare_lists_its_failures(tmp_path):
 
 
 def test_data_fraction_is_part_of_the_config_hash_only_for_a_method_that_trains():
-    from agentcoder.config import config_hash, validate
+    from agentcoder.checks import validate
+    from agentcoder.config import config_hash
 
     def key(*overrides: str) -> str:
         return config_hash(validate(compose_cfg(*overrides)))
@@ -100,7 +101,8 @@ def test_real_sweep_on_a_tiny_model_then_compare(tiny_model_dir, tmp_path):
     for png in ("accuracy_vs_fraction.png", "efficiency_by_quant.png", "training_curves.png"):
         assert (out / png).stat().st_size > 10_000
     assert "not yet run" in (out / "report.md").read_text()
-    diff = subprocess.run(
-        [sys.executable, "-m", "agentcoder.compare", "--diff", *table.loc[["baseline", "lora"], "run_dirs"].map(
-            lambda d: d.split(";")[0]), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # Run dirs are named relative to the folder compared.
+    pair = [str(sweep / table.loc[m, "run_dirs"].split(";")[0]) for m in ("baseline", "lora")]
+    diff = subprocess.run([sys.executable, "-m", "agentcoder.compare", "--diff", *pair, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert diff.returncode == 0 and "McNemar" in diff.stdout, diff.stderr

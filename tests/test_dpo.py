@@ -189,16 +189,19 @@ def test_reference_is_the_sft_policy_and_stays_it(tiny_model_dir, sft_adapter_di
 
 
 def test_dpo_reuses_the_matching_lora_run_only(tiny_model_dir, bfcl_cache, tmp_path):
-    from agentcoder.training.stages import find_sft
+    from agentcoder.methods.stages import find_sft
+    from tests.test_launcher import launch
 
     cfg = dpo_cfg(tiny_model_dir, bfcl_cache)
-    # lora's default training settings: those are what a staged method's SFT stage is keyed by.
-    lora = compose_cfg("method=lora", "model.source=hub", f"model.hub_id={tiny_model_dir}",
-                       f"data.categories=[{','.join(SIZES)}]", f"data.embedded.sha256={bfcl_cache[1]}",
-                       "data_fraction=0.25", "eval.limit=4", "eval.max_new_tokens=8", "eval.batch_size=8",
-                       cache_dir=bfcl_cache[0])
-    lora_metrics, _ = run_method("lora", lora, tmp_path / "lora")
-    lora_adapter = Path(lora_metrics["artifacts"]["adapter"]).resolve()
+    # A method=lora job as a user starts it (the launcher registers its adapter), with lora's default
+    # training settings: those are what a staged method's SFT stage is keyed by.
+    proc = launch("method=lora", "model.source=hub", f"model.hub_id={tiny_model_dir}",
+                  f"data.categories=[{','.join(SIZES)}]", f"data.embedded.sha256={bfcl_cache[1]}",
+                  "data_fraction=0.25", "eval.limit=4", "eval.max_new_tokens=8", "eval.batch_size=8",
+                  "model.dtype=float32", f"cache_dir={bfcl_cache[0]}", f"hydra.run.dir={tmp_path / 'lora'}",
+                  timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lora_adapter = (tmp_path / "lora" / "adapter").resolve()
     # Another fraction or seed does not find it.
     assert find_sft(dpo_cfg(tiny_model_dir, bfcl_cache, "data_fraction=0.5")) is None
     assert find_sft(dpo_cfg(tiny_model_dir, bfcl_cache, "seed=7")) is None
@@ -222,7 +225,7 @@ def test_dpo_reuses_the_matching_lora_run_only(tiny_model_dir, bfcl_cache, tmp_p
 
 
 def test_qlora_4bit_dpo_run_completes(tiny_model_dir, bfcl_cache, tmp_path):
-    from agentcoder.training.stages import find_sft
+    from agentcoder.methods.stages import find_sft
 
     cfg = dpo_cfg(tiny_model_dir, bfcl_cache, "quant=4bit", "quant.bnb_4bit_compute_dtype=float32",
                   "data_fraction=0.1", "eval.limit=2", "method.train.val_limit=2")

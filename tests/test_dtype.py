@@ -37,7 +37,7 @@ def test_a_set_dtype_is_taken_as_it_is(monkeypatch, value):
 def test_a_bad_dtype_fails_in_one_line_before_loading():
     from agentcoder.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"model\.dtype='fp8'.*auto, float32, bfloat16, float16"):
+    with pytest.raises(ConfigError, match=r"model\.dtype=fp8.*auto, float32, bfloat16, float16"):
         compose_cfg("model.dtype=fp8")
 
 
@@ -51,7 +51,7 @@ def test_bf16_base_loads_records_why_and_keeps_lora_weights_fp32(tiny_model_dir,
 
     cfg = cfg_for(tiny_model_dir, "model.dtype=bfloat16", "method.train.max_length=64", "method.train.batch_size=2",
                   "method.train.report_to=[]")
-    base = load_base(cfg, None, "t")
+    base = load_base(cfg, "t")
     assert base.info["dtype"] == "bfloat16" and base.info["dtype_reason"] == "set"
     rows = [{"prompt": "What is the weather?", "completion": '[{"name": "f", "arguments": {}}]<|im_end|>'}] * 4
     trainer = sft_trainer(base, sft_config(cfg, tmp_path, base), Dataset.from_list(rows), lora_config(cfg))

@@ -102,7 +102,7 @@ def test_only_completion_tokens_carry_labels(tiny_model_dir, bfcl_cache, tmp_pat
 
     cfg = lora_cfg(tiny_model_dir, bfcl_cache, "method.train.batch_size=2", "method.train.max_length=700",
                    f"method.train.packing={layout}")
-    base = load_base(cfg, None, "test")
+    base = load_base(cfg, "test")
     tok = base.tokenizer
     fmt = PromptFormat(tok, "json")
     examples = load_splits(cfg).train[:6]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentcoder import methods
-from agentcoder.methods import METHODS, MethodSpec, load_method
+from agentcoder.config import METHODS, MethodSpec, built_methods
+from agentcoder.methods import load_method
 from agentcoder.preflight import CONF_DIR
 from agentcoder.run import run_task
 
@@ -52,7 +53,7 @@ class ToyMethod:
 
 
 TOY_MODULE = '''
-from agentcoder.methods.result import MethodResult
+from agentcoder.tracking.result import MethodResult
 
 def run(cfg, record):
     return MethodResult(method="toy", split="test", model="none", overall={"exact_match": cfg.method.score * 2})
@@ -69,7 +70,7 @@ def test_a_method_added_through_the_table_alone_is_dispatched(tmp_path, monkeypa
 
     jobs = hydra_multirun(conf, ["method=toy", "method.score=0.1,0.3", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     assert [job.return_value for job in jobs] == pytest.approx([0.2, 0.6])
-    assert "toy" in methods.built_methods()
+    assert "toy" in built_methods()
     metrics = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
     assert metrics["method"] == "toy" and metrics["overall"] == {"exact_match": pytest.approx(0.2)}
 

@@ -185,3 +185,22 @@ def test_string_values_are_kept_verbatim() -> None:
     # The parser must not normalise: the matcher decides what is lenient.
     result = parse_calls("[f(s=\"New York, NY\", t='It\\'s')]")
     assert result.calls == (ToolCall("f", {"s": "New York, NY", "t": "It's"}),)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("[f(a=false)]", False),
+        ("[f(a={'x': false})]", {"x": False}),
+        ("[f(a=[true, null])]", [True, None]),
+        ("[f(a={'k': [null, {'y': true}]})]", {"k": [None, {"y": True}]}),
+        ("[f(a=(1, false))]", [1, False]),
+    ],
+)
+def test_json_names_mean_the_same_at_any_depth(text, value):
+    result = parse_calls(text)
+    assert result.status == "calls" and result.calls[0].arguments == {"a": value}
+
+
+def test_other_names_stay_non_literal_at_any_depth():
+    assert parse_calls("[f(a={'x': [truth]})]").reason == "non_literal_argument"

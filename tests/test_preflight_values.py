@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,8 @@ from agentcoder.config import ConfigError
 from agentcoder.preflight import CONF_DIR, check_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
+# The training stack: loading it is what would make an up-front config error slow to answer.
+ML_STACK = ("torch", "transformers", "datasets", "peft", "trl", "accelerate", "bitsandbytes")
 
 
 def preflight_errors(*overrides: str) -> list[str]:
@@ -30,12 +31,18 @@ def preflight_errors(*overrides: str) -> list[str]:
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    """`python -m agentcoder.run ARGS` from CWD (so a run dir, if any, lands under CWD)."""
+    """`python -m agentcoder.run ARGS` from CWD (so a run dir, if any, lands under CWD).
+
+    proc.imported: the top-level packages the process imported, from `-X importtime`, whose lines
+    are taken out of proc.stderr.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "agentcoder.run", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-    proc.elapsed = time.perf_counter() - t0
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentcoder.run", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+    stderr = proc.stderr.splitlines(keepends=True)
+    timings = [ln for ln in stderr if ln.startswith("import time:")]
+    proc.stderr = "".join(ln for ln in stderr if not ln.startswith("import time:"))
+    proc.imported = {ln.rsplit("|", 1)[1].strip().split(".")[0] for ln in timings[1:]}
     return proc
 
 
@@ -60,8 +67,7 @@ LATE = [
 @pytest.fixture
 def dpo_planned(monkeypatch):
     """Every method is built today; mark dpo planned again, as a method whose module is not written yet."""
-    from agentcoder.config import DpoMethod
-    from agentcoder.methods import METHODS, MethodSpec
+    from agentcoder.config import METHODS, DpoMethod, MethodSpec
 
     monkeypatch.setitem(METHODS, "dpo", MethodSpec(DpoMethod, None))
 
@@ -80,7 +86,7 @@ def test_tracker_that_is_not_installed_fails_in_preflight():
 
 # The launcher with dpo marked planned (as before its module existed), run as a user runs it.
 _PLANNED_DPO = (
-    "import sys; from agentcoder.config import DpoMethod; from agentcoder.methods import METHODS, MethodSpec; "
+    "import sys; from agentcoder.config import METHODS, DpoMethod, MethodSpec; "
     "METHODS['dpo'] = MethodSpec(DpoMethod, None); import agentcoder.run as r; sys.argv[0] = 'agentcoder.run'; "
     "r.main()"
 )
@@ -165,7 +171,7 @@ def test_hydra_errors_are_one_short_line(tmp_path, args, expected):
     assert len(lines) == 1, proc.stderr[:2000]
     assert expected in lines[0] and len(lines[0]) < 500
     assert run_dirs(tmp_path) == []
-    assert proc.elapsed < 10
+    assert "hydra" in proc.imported and not proc.imported & set(ML_STACK), proc.imported & set(ML_STACK)
 
 
 def test_unknown_key_advice_is_not_rejected_advice():
@@ -178,19 +184,19 @@ def test_every_error_gets_its_own_line(tmp_path):
     proc = cli("method=debug", "seed=-1", "eval.limit=0", "data.max_examples=0", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 3, lines
-    assert [ln.split(": ", 2)[2].split("=")[0] for ln in lines] == ["eval.limit", "seed", "data.max_examples"]
+    assert [ln.split(": ", 2)[2].split("=")[0] for ln in lines] == ["seed", "data.max_examples", "eval.limit"]
 
 
-def test_preflight_stays_torch_free_and_fast():
+def test_preflight_stays_off_the_ml_stack():
     code = (
-        "import sys, time; t = time.perf_counter()\n"
+        "import sys\n"
         "sys.argv = ['agentcoder.run', 'method=lora', 'seed=-1', 'model.adapter=/nope', 'method.train.report_to=[x]']\n"
         "import agentcoder.run as r\n"
         "try:\n    r.main()\nexcept SystemExit as e:\n    assert e.code == 2\n"
-        "print('torch' in sys.modules, 'transformers' in sys.modules, time.perf_counter() - t < 5)"
+        f"print(sorted(m for m in {ML_STACK!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.stdout.strip() == "False False True", out.stderr
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_a_sweep_in_an_experiment_overlay_is_checked_job_by_job(tmp_path):
@@ -213,8 +219,8 @@ def test_a_sweep_in_an_experiment_overlay_is_checked_job_by_job(tmp_path):
 
 
 def test_sft_train_sets_the_lora_runs_and_the_stage_training_alike(tmp_path):
+    from agentcoder.methods.stages import sft_stage_config, stage_key
     from agentcoder.preflight import compose_config
-    from agentcoder.training.stages import sft_stage_config, stage_key
 
     lora = compose_config(["method=lora", "+sft_train.epochs=1", "+sft_train.val_limit=8"])
     assert lora.method.train.epochs == 1 and lora.method.train.val_limit == 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentcoder.training.stages import find_sft, register_sft, sft_stage_config, stage_key
+from agentcoder.methods.stages import find_sft, register_sft, sft_stage_config, stage_key
 from tests.helpers import compose_cfg
 
 

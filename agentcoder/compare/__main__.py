@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_DIRS = ("outputs", "multirun")
@@ -49,6 +53,22 @@ def _print_frame(console: object, title: str, df: object) -> None:
     console.print(table)
 
 
+def write_whole(out: Path, write: Callable[[Path], list[str]]) -> list[str]:
+    """WRITE(folder) -> file names, run into a staging folder inside OUT, whose files then replace
+    OUT's: a write that fails (full or read-only disk) leaves OUT as it was, not half old, half new."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(errno.EEXIST, "it is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
+    try:
+        names = write(stage)
+        for name in names:
+            os.replace(stage / name, out / name)
+        return names
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def run_diff(a: Path, b: Path, out: Path) -> None:
     from agentcoder.compare.diff import DiffError, diff_runs
     from agentcoder.files import atomic_write_text
@@ -58,8 +78,14 @@ def run_diff(a: Path, b: Path, out: Path) -> None:
     except DiffError as err:
         _fail(str(err))
     print(d.render())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "diff.csv", d.examples.to_csv(index=False))
+    def write_csv(stage: Path) -> list[str]:
+        atomic_write_text(stage / "diff.csv", d.examples.to_csv(index=False))
+        return ["diff.csv"]
+
+    try:
+        write_whole(out, write_csv)
+    except OSError as err:
+        _fail(f"--out {out}: cannot write diff.csv ({err.strerror or err})")
     print(f"\nper-example verdicts: {out / 'diff.csv'}")
 
 
@@ -77,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from agentcoder.compare import tables
     from agentcoder.compare.runs import FilterError, filter_runs, load_runs, parse_where
+    from agentcoder.evaluation.metrics import metric_legend
     from agentcoder.files import atomic_write_text
 
     dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
@@ -96,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     table = tables.comparison_table(runs, resamples=args.resamples)
     failures = tables.failures_table(runs)
     reasons = tables.reasons_table(runs)
-    notes = tables.set_notes(table)
+    notes = tables.set_notes(table) + [
+        f"{r.name}: {r.row['torn_lines']} line(s) of predictions.jsonl unreadable (torn or not JSON), left out of "
+        f"its examples" for r in runs if r.row.get("torn_lines")]
     shown = tables.display_table(table, sep="\n")
 
     console = Console()
@@ -115,34 +144,40 @@ def main(argv: list[str] | None = None) -> None:
     if not reasons.empty:
         _print_frame(console, "errors by matcher reason (share of evaluated examples)", tables.percent_frame(reasons))
 
+    def write_all(out: Path) -> list[str]:
+        atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
+        atomic_write_text(out / "runs.csv", tables.runs_frame(runs).to_csv(index=False))
+        atomic_write_text(out / "failures.csv", failures.to_csv(index=False))
+        atomic_write_text(out / "reasons.csv", reasons.to_csv(index=False))
+        md = [
+            "# Comparison\n",
+            "Accuracies in %: mean ±std over seeds [95% bootstrap interval over test examples]; "
+            f"`-`: not measured. Columns: {metric_legend()}.\n",
+            tables.to_markdown(tables.display_table(table)),
+            *(["\n" + "\n".join(f"- {n}" for n in notes) + "\n"] if notes else []),
+            "\n## Errors by matcher reason\n",
+            tables.to_markdown(tables.percent_frame(reasons)) if not reasons.empty else "_(no predictions)_\n",
+            "\n## Not in the means\n",
+            tables.to_markdown(failures) if not failures.empty else "_(none)_\n",
+        ]
+        atomic_write_text(out / "comparison.md", "\n".join(md))
+        plots = []
+        if not args.no_plots:
+            from agentcoder.compare.plots import write_plots
+
+            plots = write_plots(table, runs, out)
+        if args.report:
+            from agentcoder.compare.report import write_report
+
+            write_report(out / "report.md", table, failures, reasons, runs, plots, notes, [str(d) for d in dirs])
+        return ["comparison.csv", "comparison.md", "runs.csv", "failures.csv", "reasons.csv",
+                *(p.name for p in plots), *(["report.md"] if args.report else [])]
+
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
-    atomic_write_text(out / "runs.csv", tables.runs_frame(runs).to_csv(index=False))
-    atomic_write_text(out / "failures.csv", failures.to_csv(index=False))
-    atomic_write_text(out / "reasons.csv", reasons.to_csv(index=False))
-    md = [
-        "# Comparison\n",
-        "Accuracies in %: mean ±std over seeds [95% bootstrap interval over test examples].\n",
-        tables.to_markdown(tables.display_table(table)),
-        *(["\n" + "\n".join(f"- {n}" for n in notes) + "\n"] if notes else []),
-        "\n## Errors by matcher reason\n",
-        tables.to_markdown(tables.percent_frame(reasons)) if not reasons.empty else "_(no predictions)_\n",
-        "\n## Not in the means\n",
-        tables.to_markdown(failures) if not failures.empty else "_(none)_\n",
-    ]
-    atomic_write_text(out / "comparison.md", "\n".join(md))
-    plots = []
-    if not args.no_plots:
-        from agentcoder.compare.plots import write_plots
-
-        plots = write_plots(table, runs, out)
-    if args.report:
-        from agentcoder.compare.report import write_report
-
-        write_report(out / "report.md", table, failures, reasons, runs, plots, notes, [str(d) for d in dirs])
-    written = ["comparison.csv", "comparison.md", "runs.csv", "failures.csv", "reasons.csv",
-               *(p.name for p in plots), *(["report.md"] if args.report else [])]
+    try:
+        written = write_whole(out, write_all)
+    except OSError as err:
+        _fail(f"--out {out}: cannot write the results ({err.strerror or err}); nothing was changed there")
     console.print(f"wrote {out}/: {', '.join(written)} ({time.perf_counter() - t0:.1f} s, {len(runs)} run dirs)")
 
 

@@ -6,7 +6,6 @@ a fair coin's split: the examples both get right (or wrong) say nothing about wh
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,22 +91,12 @@ class RunDiff:
 
 
 def _predictions(run_dir: Path) -> pd.DataFrame:
-    run = load_run(run_dir)
+    run = load_run(run_dir, keep=("raw",))  # a diff also reads the text
     if run.predictions is None:
         status = run.row.get("status")
         why = f"status {status}" if status != "completed" else f"no {PREDICTIONS_FILE}"
         raise DiffError(f"--diff {run_dir}: no predictions to compare ({why})")
     df = pd.DataFrame(run.predictions)
-    # load_run keeps the verdict fields only (thousands of runs stay small); a diff also reads the text.
-    raw = {}
-    for line in (Path(run_dir) / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "id" in row:
-            raw[row["id"]] = row.get("raw")
-    df["raw"] = df["id"].map(raw)
     return df.drop_duplicates("id", keep="last").set_index("id")
 
 

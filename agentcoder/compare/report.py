@@ -18,6 +18,7 @@ from agentcoder.compare.plots import ACCURACY_PNG, CURVES_PNG, EFFICIENCY_PNG, Q
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.stats import paired_difference
 from agentcoder.compare.tables import RUN_DIRS_SEP, display_table, fraction_label, percent_frame, to_markdown
+from agentcoder.evaluation.metrics import metric_legend
 
 PREFERENCE_METHODS = ("dpo", "ppo", "grpo")
 
@@ -183,7 +184,7 @@ def write_report(
 ) -> Path:
     from agentcoder.files import atomic_write_text
 
-    by_dir = {str(r.dir): r for r in runs}
+    by_dir = {r.name: r for r in runs}
     have = {p.name for p in plots}
 
     def fig(name: str, caption: str) -> str:
@@ -208,7 +209,8 @@ def write_report(
                          "lora vs baseline: no baseline with the same model, quant and example set"]),
                 *h2, *h4, *h3, *(_efficiency_heads(table) if not table.empty else [])]
     ci = ("95% intervals: bootstrap over test examples (seeds resampled together), in percent; "
-          "`±` is the standard deviation over seeds.")
+          "`±` is the standard deviation over seeds; `-`: not measured (no eligible example, or runs "
+          f"older than the metric). Columns: {metric_legend()}.")
     method_note = ("Differences are paired: both sides on the same test examples, the 95% interval from "
                    "resampling those examples. It covers the choice of test examples, not of seeds: "
                    "compare a small difference with the `±` over seeds in the table at the end.\n")

@@ -4,31 +4,33 @@ A run dir is any folder holding a `run.json` (single runs `outputs/<date>/<time>
 `multirun/<date>/<time>/<job>/`).  The resolved config in `run.json["config"]` is preferred; older
 records fall back to the group choices and top-level fields.  Nothing here raises on a broken run:
 an unreadable or unfinished one becomes a row with a status that says so.
+
+A run is named by its dir relative to the folder the comparator was given (relative to the folders'
+common parent when it was given several), so the tables do not depend on where the clone lies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from agentcoder.evaluation.metrics import METRICS
+from agentcoder.tracking.result import METRICS_SCHEMA_VERSION
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 TRAIN_LOG_FILE = "train_log.jsonl"
 
-# Accuracy-like metrics (shares in [0, 1]) in the order the table shows them.
-ACCURACIES = (
-    "exact_match", "function_selection", "parameter_accuracy", "multi_call_accuracy",
-    "irrelevance_accuracy", "parse_failure_rate",
-)
 # Methods whose result does not depend on data_fraction (nothing is trained).
 UNTRAINED = frozenset({"baseline"})
-# Only these fields of a prediction row are needed; `raw` outputs can be large.
-_PRED_KEYS = ("id", "category", "correct", "reason", "status", "function_match", "params_correct",
-              "params_total", "expects_call", "n_gold_calls", "latency_s")
+# The fields of a prediction row the comparator keeps besides those the metrics read; `raw` can be large.
+_PRED_KEYS = ("id", "category", "correct", "reason", "latency_s")
 
 
 @dataclass
@@ -39,6 +41,11 @@ class Run:
     row: dict[str, Any]
     predictions: list[dict[str, Any]] | None = field(default=None, repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        """What the tables call the run (their `run_dir`): its dir relative to the folder searched."""
+        return str(self.row["run_dir"])
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
@@ -53,28 +60,81 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     return sorted(found)
 
 
+def run_names(run_dirs: list[Path], paths: list[Path]) -> dict[Path, str]:
+    """Each run dir (as find_run_dirs gives it) named relative to the folder among PATHS it was found in.
+
+    Several folders share one base, their common parent, so no two runs get the same name; a run dir
+    given itself is named from its parent (its own folder name).
+    """
+    bases = []
+    for path in paths:
+        path = Path(path).resolve()
+        bases.append(path.parent if (path / RUN_FILE).is_file() else path)
+    if not bases:
+        return {d: str(d) for d in run_dirs}
+    base = Path(os.path.commonpath(bases)) if len(bases) > 1 else bases[0]
+    return {d: Path(os.path.relpath(d, base)).as_posix() for d in run_dirs}
+
+
+# metrics.json schema versions this comparator reads (tracking/result.py writes the newest); a run
+# without one predates versioning and reads as version 1.
+KNOWN_SCHEMA_VERSIONS = tuple(range(1, METRICS_SCHEMA_VERSION + 1))
+# A JSON value nested deeper than this is not a run file (json would recurse until the stack ends).
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep(text: str) -> bool:
+    depth = peak = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            peak = max(peak, depth)
+            if peak > MAX_JSON_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json(text: str) -> Any:
+    """TEXT as JSON, or None when it is not JSON or is nested past MAX_JSON_DEPTH."""
+    if _too_deep(text):
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
         return None
 
 
-def read_predictions(path: Path) -> list[dict[str, Any]] | None:
-    """The prediction rows of a run (a torn last line is skipped); None when there is no file."""
+def read_predictions(path: Path, keep: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]] | None, int]:
+    """(the prediction rows of a run, the count of lines that are not a row: torn or unreadable);
+    (None, 0) when there is no file.  Rows hold the fields the metrics read, and KEEP."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return None
-    rows = []
+        return None, 0
+    keys = list(dict.fromkeys([*_PRED_KEYS, *(f for m in METRICS.values() for f in m.fields), *keep]))
+    rows, bad = [], 0
     for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
+        if not line.strip():
             continue
+        row = parse_json(line)
         if isinstance(row, dict) and "id" in row:
-            rows.append({k: row.get(k) for k in _PRED_KEYS})
-    return rows
+            rows.append({k: row.get(k) for k in keys})
+        else:
+            bad += 1
+    return rows, bad
+
+
+def _non_finite(values: dict[str, Any]) -> list[str]:
+    return [k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
 
 
 def example_set_signature(predictions: list[dict[str, Any]]) -> str:
@@ -89,6 +149,11 @@ def _select(tree: Any, dotted: str) -> Any:
             return None
         tree = tree[part]
     return tree
+
+
+def short_value(value: Any, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _first(*values: Any) -> Any:
@@ -116,12 +181,16 @@ def _overrides_dict(overrides: Any) -> dict[str, Any]:
     return out
 
 
-def load_run(run_dir: Path) -> Run:
-    """Read RUN_DIR's run.json, metrics.json and predictions.jsonl into a Run (never raises)."""
+def load_run(run_dir: Path, name: str | None = None, keep: tuple[str, ...] = ()) -> Run:
+    """Read RUN_DIR's run.json, metrics.json and predictions.jsonl into a Run (never raises).
+
+    NAME is what the tables call it (default: RUN_DIR as given); KEEP: prediction fields to keep
+    besides those the metrics read (e.g. `raw`, which can be large)."""
     run_dir = Path(run_dir)
+    name = str(run_dir) if name is None else name
     rec = _read_json(run_dir / RUN_FILE)
     if not isinstance(rec, dict):
-        return Run(run_dir, {"run_dir": str(run_dir), "status": "unreadable", "error": "run.json is not valid JSON"})
+        return Run(run_dir, {"run_dir": name, "status": "unreadable", "error": "run.json is not valid JSON"})
     metrics = _read_json(run_dir / METRICS_FILE)
     metrics = metrics if isinstance(metrics, dict) else None
     cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
@@ -133,7 +202,7 @@ def load_run(run_dir: Path) -> Run:
     method = _first(_select(cfg, "method.name"), rec.get("method"), choices.get("method"),
                     (metrics or {}).get("method"))
     row: dict[str, Any] = {
-        "run_dir": str(run_dir),
+        "run_dir": name,
         "status": str(rec.get("status") or "unknown"),
         "error": rec.get("error"),
         "model": _first(_select(cfg, "model.name"), model_info.get("name"), choices.get("model")),
@@ -150,8 +219,10 @@ def load_run(run_dir: Path) -> Run:
         "ended_at": rec.get("ended_at"),
         "duration_s": rec.get("duration_s"),
     }
-    if row["data_fraction"] is not None:
-        row["data_fraction"] = float(row["data_fraction"])
+    try:
+        row["data_fraction"] = None if row["data_fraction"] is None else float(row["data_fraction"])
+    except (TypeError, ValueError):
+        row["data_fraction"] = None
     overall = (metrics or {}).get("overall") if isinstance((metrics or {}).get("overall"), dict) else None
     training = (metrics or {}).get("training") or rec.get("train") or {}
     if row["status"] == "skipped" and overall is not None:
@@ -159,14 +230,24 @@ def load_run(run_dir: Path) -> Run:
         row["status"] = "completed"
     if row["status"] == "completed" and overall is None:
         row["status"] = "incomplete"
-        row["error"] = row["error"] or "completed without metrics.json"
+        unreadable = (run_dir / METRICS_FILE).exists()
+        row["error"] = row["error"] or (f"{METRICS_FILE} is unreadable (not JSON, or no `overall`)" if unreadable
+                                        else f"completed without {METRICS_FILE}")
     elif row["status"] == "running":
         row["error"] = row["error"] or "no end recorded: still running, or killed"
 
     overall = overall or {}
-    for key in (*ACCURACIES, "n", "latency_p50_s", "latency_p95_s", "ms_per_example", "wall_time_s"):
+    version = (metrics or {}).get("schema_version", 1)
+    bad = _non_finite({**{k: overall.get(k) for k in overall}, "seed": row["seed"],
+                       "data_fraction": row["data_fraction"]})
+    if row["status"] == "completed" and version not in KNOWN_SCHEMA_VERSIONS:
+        row["status"], row["error"] = "left out", f"schema_version {short_value(version)} (this comparator reads " \
+                                                  f"{', '.join(map(str, KNOWN_SCHEMA_VERSIONS))})"
+    elif row["status"] == "completed" and bad:
+        row["status"], row["error"] = "left out", f"non-finite {', '.join(bad)}"
+    for key in (*METRICS, "n", "latency_p50_s", "latency_p95_s", "ms_per_example", "wall_time_s"):
         row[key] = overall.get(key)
-    for key in ACCURACIES:
+    for key in METRICS:
         # Newer metrics carry each share's count and Wilson interval (used when predictions are missing).
         row[f"{key}_n"] = overall.get(f"{key}_n")
         row[f"{key}_ci"] = overall.get(f"{key}_ci")
@@ -177,7 +258,9 @@ def load_run(run_dir: Path) -> Run:
     # The run's footprint is its largest phase (training, for the methods that train).
     row["peak_memory_bytes"] = max(peaks) if peaks else None
 
-    predictions = read_predictions(run_dir / PREDICTIONS_FILE) if row["status"] == "completed" else None
+    predictions, torn = (read_predictions(run_dir / PREDICTIONS_FILE, keep) if row["status"] == "completed"
+                         else (None, 0))
+    row["torn_lines"] = torn
     if predictions:
         row["example_set"] = example_set_signature(predictions)
         row["n"] = row["n"] if row["n"] is not None else len(predictions)
@@ -205,7 +288,7 @@ def drop_superseded(runs: list[Run]) -> list[Run]:
         h = run.row.get("config_hash")
         if run.row["status"] == "completed" and h and latest[h] is not run:
             run.row["status"] = "superseded"
-            run.row["error"] = f"same config as the later run {latest[h].dir}"
+            run.row["error"] = f"same config as the later run {latest[h].name}"
     return runs
 
 
@@ -240,12 +323,15 @@ def mark_variants(runs: list[Run], key: Any) -> list[Run]:
             keep = latest[(run.row["variant"], run.row.get("seed"))]
             if keep is not run:
                 run.row["status"] = "duplicate"
-                run.row["error"] = f"same configuration and seed as {keep.dir}"
+                run.row["error"] = f"same configuration and seed as {keep.name}"
     return runs
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
-    return drop_superseded([load_run(d) for d in find_run_dirs(paths)])
+    """Every run under PATHS, named relative to them (see run_names), superseded ones marked."""
+    dirs = find_run_dirs(paths)
+    names = run_names(dirs, paths)
+    return drop_superseded([load_run(d, names[d]) for d in dirs])
 
 
 class FilterError(ValueError):

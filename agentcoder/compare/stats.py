@@ -1,67 +1,29 @@
 """Intervals and tests over test examples: how far a score could move on another draw of examples.
 
-Every accuracy is a ratio of per-example sums (exact match: correct / 1; function selection:
-function_match / expects_call; ...), so one bootstrap serves all of them: resample the examples,
-recompute each seed's ratio, average over seeds.  Seeds of one configuration share the examples,
-so the same resample is applied to every seed (a paired bootstrap).
+Every share is a ratio of per-example sums (the (hits, count) terms of `metrics.METRICS`: exact
+match correct / 1, function selection function_match / expects_call, ...), so one bootstrap serves
+all of them: resample the examples, recompute each seed's ratio, average over seeds.  Seeds of one
+configuration share the examples, so the same resample is applied to every seed (a paired bootstrap).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-Z95 = 1.959963984540054
+from agentcoder.evaluation.metrics import METRICS
+
 DEFAULT_RESAMPLES = 2000
 
 
-def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for K successes in N trials (95% by default); (nan, nan) for N = 0."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # Exact ends at 0/n and n/n: rounding must not move them.
-    return (0.0 if k <= 0 else max(0.0, centre - half)), (1.0 if k >= n else min(1.0, centre + half))
-
-
-def _status(r: dict) -> str | None:
-    return r.get("status")
-
-
-def _func_right(r: dict) -> bool:
-    return bool(r.get("expects_call")) and bool(r.get("function_match"))
-
-
-# metric -> (numerator, denominator) of one prediction row; mirrors agentcoder.evaluation.metrics.
-EXAMPLE_TERMS: dict[str, Callable[[dict], tuple[float, float]]] = {
-    "exact_match": lambda r: (float(bool(r.get("correct"))), 1.0),
-    "function_selection": lambda r: (float(_func_right(r)), float(bool(r.get("expects_call")))),
-    "parameter_accuracy": lambda r: (
-        float(r.get("params_correct") or 0) if _func_right(r) else 0.0,
-        float(r.get("params_total") or 0) if _func_right(r) else 0.0,
-    ),
-    "multi_call_accuracy": lambda r: (
-        float(bool(r.get("correct")) and int(r.get("n_gold_calls") or 0) > 1),
-        float(int(r.get("n_gold_calls") or 0) > 1),
-    ),
-    "irrelevance_accuracy": lambda r: (
-        float(not r.get("expects_call") and _status(r) == "no_call"),
-        float(not r.get("expects_call")),
-    ),
-    "parse_failure_rate": lambda r: (float(_status(r) == "failure"), 1.0),
-}
-
-
-def example_terms(runs_predictions: Sequence[Sequence[dict]], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(numerators, denominators), each seeds x examples, rows aligned by example id."""
-    term = EXAMPLE_TERMS[metric]
+def example_terms(runs_predictions: Sequence[Sequence[dict]], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(hits, counts), each seeds x examples, rows aligned by example id; None when some row does
+    not record METRIC (predictions written before it existed)."""
+    spec = METRICS[metric]
     ids = sorted({str(r["id"]) for r in runs_predictions[0]})
     num = np.zeros((len(runs_predictions), len(ids)))
     den = np.zeros_like(num)
@@ -69,8 +31,12 @@ def example_terms(runs_predictions: Sequence[Sequence[dict]], metric: str) -> tu
     for s, rows in enumerate(runs_predictions):
         for r in rows:
             j = col.get(str(r["id"]))
-            if j is not None:
-                num[s, j], den[s, j] = term(r)
+            if j is None:
+                continue
+            terms = spec.terms(r)
+            if terms is None:
+                return None
+            num[s, j], den[s, j] = terms
     return num, den
 
 
@@ -125,8 +91,10 @@ def paired_difference(
     """
     if {str(r["id"]) for r in a[0]} != {str(r["id"]) for r in b[0]}:
         raise ValueError("paired_difference needs both sides evaluated on the same examples")
-    na, da = example_terms(a, metric)
-    nb, db = example_terms(b, metric)
+    terms_a, terms_b = example_terms(a, metric), example_terms(b, metric)
+    if terms_a is None or terms_b is None:
+        raise ValueError(f"paired_difference: some prediction rows do not record {metric}")
+    (na, da), (nb, db) = terms_a, terms_b
     full = np.ones((1, na.shape[1]))
     diff = float((_seed_mean_ratio(nb, db, full) - _seed_mean_ratio(na, da, full))[0])
     w = bootstrap_weights(na.shape[1], resamples, seed)

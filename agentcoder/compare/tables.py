@@ -14,19 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agentcoder.compare.runs import ACCURACIES, UNTRAINED, Run, mark_variants
-from agentcoder.compare.stats import DEFAULT_RESAMPLES, bootstrap_interval, bootstrap_weights, example_terms, wilson
+from agentcoder.compare.runs import UNTRAINED, Run, mark_variants
+from agentcoder.compare.stats import DEFAULT_RESAMPLES, bootstrap_interval, bootstrap_weights, example_terms
+from agentcoder.evaluation.metrics import METRICS, wilson_interval
 
 GROUP_KEYS = ("model", "init", "method", "quant", "data", "data_fraction", "split", "example_set", "variant")
 RUN_DIRS_SEP = ";"  # between the run dirs of one row (paths may hold spaces)
-# Non-accuracy columns averaged over seeds.
+# Columns besides the shares of metrics.METRICS, averaged over seeds.
 MEASURES = ("latency_p50_s", "latency_p95_s", "ms_per_example", "train_time_s", "peak_memory_bytes")
-LABELS = {
-    "exact_match": "EM", "function_selection": "func", "parameter_accuracy": "params",
-    "multi_call_accuracy": "multi", "irrelevance_accuracy": "irrel", "parse_failure_rate": "parse fail",
-    "latency_p50_s": "p50 s", "latency_p95_s": "p95 s", "train_time_s": "train s",
-    "peak_memory_bytes": "peak GiB",
-}
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
@@ -83,7 +78,7 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
         bootstrap = all(p for p in preds)
         out["ci_method"] = "bootstrap" if bootstrap else "wilson"
         weights = bootstrap_weights(len(preds[0]), resamples) if bootstrap else None
-        for metric in ACCURACIES:
+        for metric in METRICS:
             out.update(_accuracy_stats(members, metric, weights))
         for measure in MEASURES:
             vals = np.array([r.row[measure] for r in members if r.row.get(measure) is not None], dtype=float)
@@ -92,13 +87,14 @@ def comparison_table(runs: list[Run], resamples: int = DEFAULT_RESAMPLES) -> pd.
         # Runs of the same configuration that are not in the means, e.g. "3 ok, 1 failed".
         not_in = sorted(others.get(key[:6], {}).items())
         out["status"] = ", ".join([f"{len(members)} ok", *(f"{n} {status}" for status, n in not_in)])
-        out["run_dirs"] = RUN_DIRS_SEP.join(str(r.dir) for r in members)
+        out["run_dirs"] = RUN_DIRS_SEP.join(r.name for r in members)
         rows.append(out)
     return pd.DataFrame(rows)
 
 
 def _accuracy_stats(members: list[Run], metric: str, weights: np.ndarray | None) -> dict[str, float]:
     """Mean and std over the runs of one configuration, and the 95% interval (see comparison_table)."""
+    spec = METRICS[metric]
     vals = np.array([r.row[metric] for r in members if r.row.get(metric) is not None], dtype=float)
     mean = float(vals.mean()) if vals.size else math.nan
     std = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
@@ -106,19 +102,25 @@ def _accuracy_stats(members: list[Run], metric: str, weights: np.ndarray | None)
     first = members[0].row
     if not vals.size:
         return {f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_lo": lo, f"{metric}_hi": hi}
-    if weights is not None:
-        num, den = example_terms([r.predictions for r in members], metric)
+    terms = example_terms([r.predictions for r in members], metric) if weights is not None else None
+    if terms is not None:
+        num, den = terms
         lo, hi = bootstrap_interval(num, den, weights)
-        if lo == hi and metric != "parameter_accuracy":
+        if lo == hi and spec.per == "example":
             # All right or all wrong: every resample agrees, yet 0 of 50 is not a certain 0%.
             n = int(den.sum(axis=1).mean())
-            lo, hi = wilson(mean * n, n)
+            lo, hi = _wilson_of_mean(mean, n)
     elif len(members) == 1 and first.get(f"{metric}_ci"):
         lo, hi = first[f"{metric}_ci"]
-    elif first.get(f"{metric}_n") or (metric in ("exact_match", "parse_failure_rate") and first.get("n")):
-        n = int(first.get(f"{metric}_n") or first["n"])
-        lo, hi = wilson(mean * n, n)
+    elif first.get(f"{metric}_n") or (spec.count is None and first.get("n")):
+        lo, hi = _wilson_of_mean(mean, int(first.get(f"{metric}_n") or first["n"]))
     return {f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_lo": lo, f"{metric}_hi": hi}
+
+
+def _wilson_of_mean(mean: float, n: int) -> tuple[float, float]:
+    """Wilson's interval for a share MEAN of N (a mean over seeds, so its count is rounded to a whole one)."""
+    ci = wilson_interval(round(mean * n), n)
+    return ci if ci is not None else (math.nan, math.nan)
 
 
 def failures_table(runs: list[Run]) -> pd.DataFrame:
@@ -219,8 +221,8 @@ def display_table(table: pd.DataFrame, sep: str = " ") -> pd.DataFrame:
         "seeds": table["seeds"],
         "n": table["n"].map(lambda n: "-" if n is None or pd.isna(n) else str(int(n))),
     })
-    for metric in ACCURACIES:
-        out[LABELS[metric]] = [accuracy_cell(r, metric, sep) for _, r in table.iterrows()]
+    for metric, spec in METRICS.items():
+        out[spec.label] = [accuracy_cell(r, metric, sep) for _, r in table.iterrows()]
     out["p50 s"] = table["latency_p50_s_mean"].map(_num)
     out["p95 s"] = table["latency_p95_s_mean"].map(_num)
     out["train s"] = table["train_time_s_mean"].map(lambda x: _num(x, 0))

@@ -20,11 +20,6 @@ class Splits:
     test: list[Example]
     info: dict[str, Any] = field(default_factory=dict)
 
-    def get(self, name: str) -> list[Example]:
-        if name not in ("train", "val", "test"):
-            raise DataError(f"split {name!r} does not exist; expected train, val or test")
-        return getattr(self, name)
-
 
 def _load_bfcl(data: DictConfig, cache_dir: str | None) -> tuple[list[Example], str]:
     from agentcoder.assets import fetch_wheel

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from agentcoder.data.example import Example
-from agentcoder.evaluation.generate import generate_batched
+from agentcoder.evaluation.generate import generate_batched, generation_settings
 from agentcoder.evaluation.matcher import PairingMode
 from agentcoder.evaluation.metrics import compute_metrics
-from agentcoder.evaluation.scoring import score_output
+from agentcoder.evaluation.scoring import argument_counts, score_output
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -45,6 +45,7 @@ def select_examples(examples: Sequence[Example], limit: int | None) -> list[Exam
 def judge(example: Example, raw: str, *, parallel_matching: PairingMode = "optimal") -> dict[str, Any]:
     """Parse one raw output and match it against the example's gold calls (a predictions row's verdict)."""
     parsed, verdict = score_output(example.answer, example.tools, raw, parallel_matching=parallel_matching)
+    args = argument_counts(example.answer, example.tools, parsed)
     return {
         "status": parsed.status,
         "calls": [asdict(c) for c in parsed.calls],
@@ -54,6 +55,8 @@ def judge(example: Example, raw: str, *, parallel_matching: PairingMode = "optim
         "function_match": verdict.function_match,
         "params_correct": verdict.params_correct,
         "params_total": verdict.params_total,
+        # The counts behind argument precision and recall (metrics.METRICS).
+        **asdict(args),
     }
 
 
@@ -123,6 +126,7 @@ def evaluate(
     metrics = compute_metrics(done, wall_time_s=wall, peak_memory_bytes=peak_memory_bytes(device))
     metrics["overall"]["wall_time_s"] = wall
     metrics["parallel_matching"] = parallel_matching
+    metrics["generation"] = {**generation_settings(), "max_new_tokens": max_new_tokens}  # what decoded
     return EvalResult(metrics=metrics, rows=done)
 
 

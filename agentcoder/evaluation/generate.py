@@ -29,6 +29,28 @@ CHUNK_TOKENS = 32  # new tokens per generate() call between drops of finished ro
 _REFRESH_S = 2.0  # the progress line is redrawn at least this often while tokens are produced
 
 
+# Every field through which a checkpoint's generation_config.json could change what is decoded or
+# sampled, set explicitly: transformers fills each field left None from the checkpoint (a Qwen2.5
+# instruct checkpoint ships repetition_penalty > 1, which would penalise the tokens a tool call copies
+# from the prompt, and, in RL, sample from another distribution than the one the log-probs score).
+NEUTRAL_GENERATION = {
+    "num_beams": 1, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0, "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0, "length_penalty": 1.0, "renormalize_logits": False,
+    "suppress_tokens": [], "begin_suppress_tokens": [],
+    "min_new_tokens": 0, "min_length": 0, "encoder_no_repeat_ngram_size": 0,
+}
+
+
+def generation_settings(sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decoding settings of a run, from its config alone: greedy, or SAMPLING's do_sample /
+    temperature / top_p on top of neutral values for every other sampling and penalty field."""
+    settings = {**NEUTRAL_GENERATION, "do_sample": False, "temperature": 1.0, **(sampling or {})}
+    if not settings["do_sample"]:
+        settings["temperature"] = 1.0  # unused when greedy; 1.0 keeps transformers from warning
+    return settings
+
+
 @dataclass
 class Generation:
     index: int  # position in the input list
@@ -118,7 +140,7 @@ def generate_batched(
         max_rows=resolve_batch_size(batch_size, device, dtype),
         token_budget=resolve_token_budget(token_budget, device, dtype), solo=set(solo),
     )  # fmt: skip
-    eos_ids = _stop_ids(model, tokenizer)
+    eos_ids = stop_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     was_training = model.training
     model.eval()
@@ -160,7 +182,10 @@ def _generate_rows(
     """Continuations of SEQS (cut at the first stop token), finished rows dropped between chunks; greedy
     unless SAMPLING gives model.generate sampling settings."""
     import torch
+    from transformers import GenerationConfig
 
+    config = GenerationConfig(**generation_settings(sampling), eos_token_id=eos_ids, pad_token_id=pad_id,
+                              return_dict_in_generate=True)
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -177,11 +202,8 @@ def _generate_rows(
             step = min(CHUNK_TOKENS, max_new_tokens - produced)
             meter.rows = len(live)
             resume = {} if cache is None else {_cache_kwarg(): cache}
-            out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=step,
-                **{"do_sample": False, "num_beams": 1, **(sampling or {})}, eos_token_id=eos_ids,
-                pad_token_id=pad_id, return_dict_in_generate=True, streamer=meter, **resume,
-            )  # fmt: skip
+            config.max_new_tokens = step
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, streamer=meter, **resume)
             new = out.sequences[:, ids.shape[1] :]
             produced += step
             keep: list[int] = []
@@ -238,7 +260,7 @@ class _TokenMeter:
         self.bar.set_postfix_str(f"{self.tokens} new tokens", refresh=False)
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+def stop_ids(model: Any, tokenizer: Any) -> list[int]:
     ids: list[int] = []
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for cand in (tokenizer.eos_token_id, gen_eos):

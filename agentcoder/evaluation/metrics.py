@@ -1,37 +1,110 @@
 """Run-level metrics from predictions.jsonl rows, overall and per category.
 
-A metric with no eligible example is None rather than 0, so "not measured" never reads as "failed".
-Every accuracy carries its 95% Wilson interval (`<key>_ci`) and the count it is a share of
+`METRICS` is the one definition of every share a run reports: `metrics.json` (`overall`,
+`per_category`), the printed table, the comparator's tables and intervals and the config's
+`eval.objective` choices all read it, so adding a metric is one entry there (plus, for a new
+kind of per-example count, the field that `evaluator.judge` writes into each prediction row).
+
+A metric with no eligible example is None rather than 0, so "not measured" never reads as "failed";
+so is a metric the rows do not record (prediction rows written before the metric existed).
+Every share carries its 95% Wilson interval (`<key>_ci`) and the count it is a share of
 (`<key>_n`), so a 50-example figure shows how far it could move.
 
 Speed has two figures that answer different questions: `ms_per_example` is throughput (the run's
 wall time per example, batched), `latency_p50_s`/`latency_p95_s` are single-request latencies from
 the rows that carry `latency_s` (the latency probe: a few examples generated alone, batch 1).
+
+Importing this module is cheap (no numpy, scipy or torch): the config checks read `METRICS`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import numpy as np
+Row = Mapping[str, Any]
 
-Z95 = 1.959963984540054  # the two-sided 95% normal quantile
 
-# (key, title, width); accuracies are printed with their interval.
-_COLUMNS = (
-    ("n", "n", 4),
-    ("exact_match", "EM", 17),
-    ("function_selection", "func", 17),
-    ("parameter_accuracy", "params", 17),
-    ("irrelevance_accuracy", "irrel", 17),
-    ("parse_failure_rate", "parse_fail", 17),
-    ("ms_per_example", "ms/ex", 7),
-    ("latency_p50_s", "p50_s", 6),
-    ("latency_p95_s", "p95_s", 6),
-)
-_WITH_CI = {"exact_match", "function_selection", "parameter_accuracy", "irrelevance_accuracy", "parse_failure_rate"}
+@dataclass(frozen=True)
+class Metric:
+    """One share of a run: the sum of `hit` over its prediction rows / the sum of `count`.
+
+    `count(row)` says how many the row is out of: 0 leaves the row out (not eligible), 1 counts an
+    example, larger values count arguments (`per="argument"`); None means every example counts once.
+    `hit(row)` is the row's hits, read only where `count` is not 0. Both are whole numbers.
+    `fields` are the prediction-row fields the two read: the comparator keeps exactly these, and a
+    row where one is missing (None) does not record the metric.
+    """
+
+    name: str
+    label: str  # the column title of the printed table and the comparator's tables
+    hit: Callable[[Row], int]
+    fields: tuple[str, ...]
+    count: Callable[[Row], int] | None = None
+    higher_is_better: bool = True
+    per: Literal["example", "argument"] = "example"
+
+    def terms(self, row: Row) -> tuple[int, int] | None:
+        """(hits, count) of one prediction row; None when the row does not record the metric."""
+        if any(row.get(f) is None for f in self.fields):
+            return None
+        n = 1 if self.count is None else int(self.count(row))
+        return (int(self.hit(row)), n) if n else (0, 0)
+
+    def totals(self, rows: Iterable[Row]) -> tuple[int, int] | None:
+        """(hits, count) summed over ROWS; None when some row does not record the metric."""
+        k = n = 0
+        for row in rows:
+            t = self.terms(row)
+            if t is None:
+                return None
+            k, n = k + t[0], n + t[1]
+        return k, n
+
+
+def _func_right(r: Row) -> bool:
+    return bool(r["expects_call"]) and bool(r["function_match"])
+
+
+def _multi(r: Row) -> int:
+    return int(int(r["n_gold_calls"]) > 1)
+
+
+# The order is the column order of every table.
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("exact_match", "EM", hit=lambda r: bool(r["correct"]), fields=("correct",)),
+    Metric("function_selection", "func", hit=lambda r: bool(r["function_match"]),
+           count=lambda r: bool(r["expects_call"]), fields=("expects_call", "function_match")),
+    # A share of the gold arguments of correctly named calls (an omitted optional one counts as right).
+    Metric("parameter_accuracy", "params", hit=lambda r: r["params_correct"],
+           count=lambda r: r["params_total"] if _func_right(r) else 0,
+           fields=("expects_call", "function_match", "params_correct", "params_total"), per="argument"),
+    # Shares of predicted / of mandatory gold arguments (scoring.argument_counts defines the counts).
+    Metric("argument_precision", "arg prec", hit=lambda r: r["pred_args_right"], count=lambda r: r["pred_args"],
+           fields=("pred_args", "pred_args_right"), per="argument"),
+    Metric("argument_recall", "arg rec", hit=lambda r: r["gold_args_right"], count=lambda r: r["gold_args"],
+           fields=("gold_args", "gold_args_right"), per="argument"),
+    Metric("multi_call_accuracy", "multi", hit=lambda r: bool(r["correct"]), count=_multi,
+           fields=("correct", "n_gold_calls")),
+    # A parse failure is not an abstention: only a clean answer without a call counts.
+    Metric("irrelevance_accuracy", "irrel", hit=lambda r: r["status"] == "no_call",
+           count=lambda r: not r["expects_call"], fields=("expects_call", "status")),
+    Metric("parse_failure_rate", "parse fail", hit=lambda r: r["status"] == "failure", fields=("status",),
+           higher_is_better=False),
+)}
+
+
+def metric_legend() -> str:
+    """One line naming each column of METRICS (`EM: exact match; ...`), for tables' readers."""
+    return "; ".join(f"{m.label}: {m.name.replace('_', ' ')}" + ("" if m.higher_is_better else " (lower is better)")
+                     for m in METRICS.values())
+
+
+# (key, title, width) of the printed table's columns besides the metrics.
+_COUNT_COLUMN = ("n", "n", 4)
+_SPEED_COLUMNS = (("ms_per_example", "ms/ex", 7), ("latency_p50_s", "p50_s", 6), ("latency_p95_s", "p95_s", 6))
+_SHARE_WIDTH = 17  # `0.240 [0.14,0.38]`
 
 
 def compute_metrics(
@@ -50,12 +123,8 @@ def compute_metrics(
 
 def group_metrics(rows: list[dict], *, wall_time_s: float | None = None) -> dict[str, Any]:
     """The metrics of one group of rows (see the module docstring for the None convention)."""
-    expects = [r for r in rows if r.get("expects_call")]
-    no_call_expected = [r for r in rows if not r.get("expects_call")]
-    func_right = [r for r in expects if r.get("function_match")]
-    multi = [r for r in rows if int(r.get("n_gold_calls") or 0) > 1]
-    params_total = sum(int(r.get("params_total") or 0) for r in func_right)
-    params_correct = sum(int(r.get("params_correct") or 0) for r in func_right)
+    import numpy as np
+
     out_tokens = [int(r["output_tokens"]) for r in rows if r.get("output_tokens") is not None]
     latencies = [float(r["latency_s"]) for r in rows if r.get("latency_s") is not None]
     shares = [float(r["ms_per_example"]) / 1000 for r in rows if r.get("ms_per_example") is not None]
@@ -63,14 +132,8 @@ def group_metrics(rows: list[dict], *, wall_time_s: float | None = None) -> dict
     elapsed = wall_time_s if wall_time_s is not None else (sum(shares) if shares else None)
     per_s = elapsed is not None and elapsed > 0
     out: dict[str, Any] = {"n": len(rows)}
-    out.update(_accuracy("exact_match", rows, lambda r: bool(r.get("correct"))))
-    out.update(_accuracy("function_selection", expects, lambda r: bool(r.get("function_match"))))
-    # A share of arguments, not of examples: its n counts arguments of correctly named calls.
-    out.update(_rate("parameter_accuracy", params_correct, params_total))
-    out.update(_accuracy("multi_call_accuracy", multi, lambda r: bool(r.get("correct"))))
-    # A parse failure is not an abstention: only a clean answer without a call counts.
-    out.update(_accuracy("irrelevance_accuracy", no_call_expected, lambda r: r.get("status") == "no_call"))
-    out.update(_accuracy("parse_failure_rate", rows, lambda r: r.get("status") == "failure"))
+    for metric in METRICS.values():
+        out.update(_share(metric.name, metric.totals(rows)))
     out.update(
         {
             "mean_output_tokens": sum(out_tokens) / len(out_tokens) if out_tokens else None,
@@ -86,35 +149,35 @@ def group_metrics(rows: list[dict], *, wall_time_s: float | None = None) -> dict
     return out
 
 
-def _accuracy(key: str, rows: list[dict], hit: Callable[[dict], bool]) -> dict[str, Any]:
-    return _rate(key, sum(1 for r in rows if hit(r)), len(rows))
-
-
-def _rate(key: str, k: int, n: int) -> dict[str, Any]:
+def _share(key: str, totals: tuple[int, int] | None) -> dict[str, Any]:
+    if totals is None:  # the rows do not record this metric
+        return {key: None, f"{key}_ci": None, f"{key}_n": None}
+    k, n = totals
     ci = wilson_interval(k, n)
     return {key: k / n if n else None, f"{key}_ci": None if ci is None else list(ci), f"{key}_n": n}
 
 
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval for k successes in n trials (95% by default); None for n = 0.
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval for K successes in N trials (scipy's); None for N = 0.
 
     Unlike the normal approximation it stays inside [0, 1] and is not zero-width at 0/n or n/n,
     which matters at the 50-example scale of a quick run.
     """
     if n <= 0:
         return None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if k == 0 else max(0.0, centre - half)  # exact ends: rounding must not move them
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return lo, hi
+    from scipy.stats import binomtest  # heavy: only where an interval is computed
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def percentile(values: list[float], q: float) -> float | None:
     """numpy's linear-interpolated percentile; None for no values."""
-    return float(np.percentile(values, q)) if len(values) else None
+    if not len(values):
+        return None
+    import numpy as np
+
+    return float(np.percentile(values, q))
 
 
 def _fmt(value: Any, width: int, ci: Any = None) -> str:
@@ -131,18 +194,21 @@ def _fmt(value: Any, width: int, ci: Any = None) -> str:
 def format_table(metrics: dict[str, Any]) -> str:
     """A compact plain-text table: the overall row, then one row per category.
 
-    Accuracies read `0.240 [0.14,0.38]`: the share and its 95% Wilson interval.
+    Shares read `0.240 [0.14,0.38]`: the share and its 95% Wilson interval.
     """
     rows = [("overall", metrics.get("overall", {}))]
     rows += sorted(metrics.get("per_category", {}).items())
     label_w = max(8, *(len(name) for name, _ in rows))
-    header = "".ljust(label_w) + "".join(" " + title.rjust(w) for _, title, w in _COLUMNS)
+    shares = [(m.name, m.label, _SHARE_WIDTH) for m in METRICS.values()]
+    columns = [_COUNT_COLUMN, *shares, *_SPEED_COLUMNS]
+    header = "".ljust(label_w) + "".join(" " + title.rjust(w) for _, title, w in columns)
     lines = [header]
     for name, m in rows:
-        cells = [_fmt(m.get(k), w, m.get(f"{k}_ci") if k in _WITH_CI else None) for k, _, w in _COLUMNS]
+        cells = [_fmt(m.get(k), w, m.get(f"{k}_ci") if k in METRICS else None) for k, _, w in columns]
         lines.append(name.ljust(label_w) + "".join(" " + c for c in cells))
     overall = metrics.get("overall", {})
+    legend = f"({metric_legend()}; [lo,hi]: 95% Wilson interval; ms/ex: throughput"
     if overall.get("latency_n"):
-        lines.append(f"(p50_s/p95_s: single-request latency over {overall['latency_n']} probe examples, batch 1; "
-                     "ms/ex: throughput; [lo,hi]: 95% Wilson interval)")
+        legend += f"; p50_s/p95_s: single-request latency over {overall['latency_n']} probe examples, batch 1"
+    lines.append(legend + ")")
     return "\n".join(lines)

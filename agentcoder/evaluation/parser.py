@@ -456,10 +456,24 @@ _TOO_LARGE = object()  # nested past MAX_DEPTH, an int past MAX_INT_BITS
 _JSON_NAMES = {"true": True, "false": False, "null": None}
 
 
-def _literal(node: ast.expr) -> Any:
-    # JSON spellings are a common slip in Python-syntax answers and mean one thing only.
+def _json_names_as_constants(node: ast.expr) -> ast.expr:
+    """NODE with `true`/`false`/`null` read as True/False/None at any depth: JSON spellings are a
+    common slip in Python-syntax answers and mean one thing only.  ast.walk is iterative, so a deep
+    value cannot exhaust the stack here."""
     if isinstance(node, ast.Name) and node.id in _JSON_NAMES:
-        return _JSON_NAMES[node.id]
+        return ast.Constant(_JSON_NAMES[node.id])
+    for parent in ast.walk(node):
+        for field, child in ast.iter_fields(parent):
+            if isinstance(child, ast.Name) and child.id in _JSON_NAMES:
+                setattr(parent, field, ast.Constant(_JSON_NAMES[child.id]))
+            elif isinstance(child, list):
+                child[:] = [ast.Constant(_JSON_NAMES[c.id]) if isinstance(c, ast.Name) and c.id in _JSON_NAMES
+                            else c for c in child]
+    return node
+
+
+def _literal(node: ast.expr) -> Any:
+    node = _json_names_as_constants(node)
     try:
         value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):

@@ -36,42 +36,58 @@ from agentcoder.evaluation.scoring import score_output
 RewardFn = Callable[..., list[float]]
 
 
+REWARD_PARTS = ("exact", "function_name", "arguments", "penalties")
+
+
+def reward_parts(parsed: ParseResult, verdict: Verdict, tools: Sequence[dict], expects_call: bool,
+                 w: RewardWeights) -> dict[str, float]:
+    """The reward of one parsed and matched output split into REWARD_PARTS (they sum to the reward;
+    see the module docstring for the table): what PPO logs to show which part the policy learns."""
+    parts = dict.fromkeys(REWARD_PARTS, 0.0)
+    if verdict.correct:
+        parts["exact"] = w.exact
+    elif parsed.status == "failure":
+        parts["penalties"] = w.parse_failure
+    elif not expects_call:
+        parts["penalties"] = w.call_when_none_expected
+    elif parsed.status == "no_call" or not parsed.calls:
+        parts["penalties"] = w.no_call_when_expected
+    else:
+        if verdict.function_match:
+            parts["function_name"] = w.function_name
+            if verdict.params_total:
+                parts["arguments"] = w.arguments * verdict.params_correct / verdict.params_total
+        known = {_tool_name(t) for t in tools}
+        if any(c.name not in known for c in parsed.calls):
+            parts["penalties"] = w.unknown_function
+    return parts
+
+
 def score_reward(parsed: ParseResult, verdict: Verdict, tools: Sequence[dict], expects_call: bool,
                  w: RewardWeights) -> float:
     """The reward of one parsed and matched output (see the module docstring for the table)."""
-    if verdict.correct:
-        return w.exact
-    if parsed.status == "failure":
-        return w.parse_failure
-    if not expects_call:
-        return w.call_when_none_expected
-    if parsed.status == "no_call" or not parsed.calls:
-        return w.no_call_when_expected
-    score = 0.0
-    if verdict.function_match:
-        score += w.function_name
-        if verdict.params_total:
-            score += w.arguments * verdict.params_correct / verdict.params_total
-    known = {_tool_name(t) for t in tools}
-    if any(c.name not in known for c in parsed.calls):
-        score += w.unknown_function
-    return score
+    parts = reward_parts(parsed, verdict, tools, expects_call, w)
+    return parts["exact"] + parts["function_name"] + parts["arguments"] + parts["penalties"]
 
 
 def make_reward(weights: RewardWeights | Mapping[str, Any] | None = None) -> RewardFn:
     """A reward function with WEIGHTS (a RewardWeights, a mapping such as cfg.method.reward, or None)."""
     w = _weights(weights)
 
-    def tool_call_reward(completions: Sequence[Any], gold: Sequence[Any], tools: Sequence[Any],
-                         **_: Any) -> list[float]:
+    def parts(completions: Sequence[Any], gold: Sequence[Any], tools: Sequence[Any], **_: Any) -> list[dict]:
         out = []
         for completion, gold_calls, tool_list in zip(completions, gold, tools, strict=True):
             answer = _gold(gold_calls)
             schemas = _json(tool_list)
             parsed, verdict = score_output(answer, schemas, _text(completion))
-            out.append(float(score_reward(parsed, verdict, schemas, bool(answer), w)))
+            out.append(reward_parts(parsed, verdict, schemas, bool(answer), w))
         return out
 
+    def tool_call_reward(completions: Sequence[Any], gold: Sequence[Any], tools: Sequence[Any],
+                         **columns: Any) -> list[float]:
+        return [float(sum(p.values())) for p in parts(completions, gold, tools, **columns)]
+
+    tool_call_reward.parts = parts  # the same scores split into REWARD_PARTS (PPO logs them)
     return tool_call_reward
 
 
@@ -110,4 +126,4 @@ def _tool_name(tool: Any) -> Any:
 # The reward with the default weights (TRL logs a reward function under its __name__).
 tool_call_reward = make_reward()
 
-__all__ = ["RewardFn", "make_reward", "score_reward", "tool_call_reward"]
+__all__ = ["REWARD_PARTS", "RewardFn", "make_reward", "reward_parts", "score_reward", "tool_call_reward"]

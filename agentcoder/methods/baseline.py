@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
+from agentcoder.tracking.result import MethodResult
 
 
 def run(cfg: DictConfig, record: RunRecord) -> MethodResult:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
+from agentcoder.tracking.result import MethodResult
 
 
 class DebugFailure(RuntimeError):

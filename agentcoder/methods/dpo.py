@@ -7,7 +7,7 @@
 Top to bottom (the shared pieces live in agentcoder/training):
   1. data    - the train split;
   2. policy  - the SFT stage's adapter (reused from a lora run with the same model, quant, data,
-               data_fraction and seed, or trained here: training/stages.py), loaded trainable;
+               data_fraction and seed, or trained here: methods/stages.py), loaded trainable;
   3. pairs   - k sampled answers per train prompt, scored by the evaluation's parse + match:
                chosen = a correct sample, else the gold answer; rejected = a sample of the most
                frequent failure kind; prompts without a wrong sample give no pair (or, with
@@ -33,8 +33,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.files import atomic_write_text
-from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
+from agentcoder.tracking.result import MethodResult
 
 TAG = "dpo"
 SAMPLES_FILE = "samples.jsonl"  # every sampled candidate with its verdict
@@ -92,29 +92,30 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     from agentcoder.data import PromptFormat
     from agentcoder.data.rows import sft_rows
     from agentcoder.evaluation.evaluator import select_examples
+    from agentcoder.methods.stages import sft_adapter
     from agentcoder.models import load_tokenizer
     from agentcoder.tracking.trainlog import TRAIN_LOG_FILE, plot_dpo_curves
     from agentcoder.training.adapters import load_policy
     from agentcoder.training.pairs import build_pairs, load_or_sample
     from agentcoder.training.selection import ValSelection
-    from agentcoder.training.session import CHECKPOINT_DIR, callbacks, finish, fit, train_splits
+    from agentcoder.training.session import CHECKPOINT_DIR, callbacks, finish, fit, prepare, train_splits
     from agentcoder.training.setup import fit_lengths
-    from agentcoder.training.stages import sft_adapter
 
     run_dir, d, t = record.dir, cfg.method.dpo, cfg.method.train
 
     # 1. data; method.train.max_length/batch_size=auto fitted to prompt + gold answer (longer pairs are dropped)
-    splits = train_splits(cfg, record)
+    splits = train_splits(cfg, run_dir)
+    record.update(data=splits.info)
     gold_lengths = sft_rows(splits.train, PromptFormat(load_tokenizer(cfg), cfg.model.tool_format))[1]
     cfg, fitted = fit_lengths(cfg, gold_lengths)
     t = cfg.method.train
     record.update(train=fitted)
 
     # 2. policy: the SFT stage's adapter, trainable (or the base, method.init=base)
-    adapter, trained_here = sft_adapter(cfg, record) if cfg.method.init == "sft" else (None, False)
-    if adapter is None:
-        record.update(stage={"init": "base"})
-    base, peft_config = load_policy(cfg, record, TAG, adapter=adapter, mode="continue")
+    stage = sft_adapter(cfg, run_dir) if cfg.method.init == "sft" else None
+    record.update(stage=stage.figures() if stage else {"init": "base"})
+    base, peft_config = load_policy(cfg, run_dir, TAG, adapter=stage.adapter if stage else None, mode="continue")
+    record.update(model=base.info, train=base.figures())
     base.layout = "none"  # DPO batches are padded chosen/rejected pairs; TRL does not pack them
     fmt = PromptFormat(base.tokenizer, cfg.model.tool_format)
 
@@ -141,16 +142,19 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     selection = ValSelection(run_dir, select_examples(splits.val, t.val_limit), base.tokenizer, cfg, TAG)
     trainer = dpo_trainer(base, dpo_config(cfg, run_dir / CHECKPOINT_DIR, base), train_ds, peft_config,
                           callbacks(cfg, run_dir, selection, extra_callbacks))
-    training = fit(trainer, selection, base, record)
+    plan = prepare(trainer, selection, base)
+    record.update(train=plan.figures())
+    training = fit(trainer, selection, base, plan)
+    record.update(train=training.as_dict())
     figures = dpo_figures(run_dir / TRAIN_LOG_FILE)
     plot_dpo_curves(run_dir / TRAIN_LOG_FILE, run_dir / CURVES_FILE)
 
     # 6. test
-    result = finish(cfg, trainer.model, base, splits, record, selection, training, details={
+    result = finish(cfg, trainer.model, base, splits, run_dir, selection, training, details={
         "pairs": counts, "dpo": {**OmegaConf.to_container(d, resolve=True), **figures},
         "lora": OmegaConf.to_container(cfg.method.lora, resolve=True),
-        "stage": {"init": cfg.method.init, "sft_adapter": str(adapter) if adapter else None,
-                  "trained_here": trained_here},
+        "stage": {"init": cfg.method.init, "sft_adapter": str(stage.adapter) if stage else None,
+                  "trained_here": stage.trained_here if stage else False},
     })
     result.artifacts.update(pairs=str(run_dir / PAIRS_FILE), samples=str(run_dir / SAMPLES_FILE),
                             dpo_curves=str(run_dir / CURVES_FILE))

@@ -8,7 +8,7 @@ Top to bottom (the shared pieces live in agentcoder/training):
   1. data   - the train split as RL rows: the rendered prompt plus the gold calls and tools the
               reward reads (prompts too long to leave room for a completion are left out);
   2. model  - the SFT stage's adapter (reused from the matching method=lora run, or trained here;
-              agentcoder/training/stages.py) loaded trainable; TRL copies it into a frozen "ref"
+              agentcoder/methods/stages.py) loaded trainable; TRL copies it into a frozen "ref"
               adapter on the same base, the reference of the KL term.  method.init=base starts a
               fresh LoRA on the base instead (the reference is then the base, adapters disabled);
   3. train  - GRPOTrainer: per prompt num_generations sampled completions, each scored by
@@ -17,7 +17,7 @@ Top to bottom (the shared pieces live in agentcoder/training):
   4. select - val exact match every eval_steps (greedy, as the test), the best adapter kept;
   5. test   - the best adapter on cfg.eval.split, exactly as method=baseline evaluates.
 
-Generation uses transformers' generate; method.grpo.use_vllm=true hands it to vLLM (README).
+Generation uses transformers' generate; method.grpo.use_vllm=true hands it to vLLM (docs/methods.md).
 method.train.batch_size counts completions: a step sees batch_size x grad_accum / num_generations prompts.
 
 Files in the run dir: as method=lora (adapter/, best.json, checkpoints/, train_log.jsonl,
@@ -31,11 +31,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.methods.result import MethodResult
+from agentcoder.methods.stages import start_details, start_policy
 from agentcoder.tracking.records import RunRecord
-from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, train_splits
+from agentcoder.tracking.result import MethodResult
+from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, prepare, train_splits
 from agentcoder.training.setup import prompt_budget, trainer_args
-from agentcoder.training.stages import start_policy
 
 TAG = "grpo"
 
@@ -86,7 +86,8 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     run_dir, g = record.dir, cfg.method.grpo
 
     # 1. data
-    splits = train_splits(cfg, record)
+    splits = train_splits(cfg, run_dir)
+    record.update(data=splits.info)
 
     # 2. model: the SFT stage's adapter (or a fresh LoRA) as the policy
     base, peft_config, stage = start_policy(cfg, record, TAG)
@@ -105,13 +106,16 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
         base, args, train_ds, make_reward(cfg.method.reward), peft_config,
         callbacks(cfg, run_dir, selection, extra_callbacks),
     )
-    training = fit(trainer, selection, base, record)
+    plan = prepare(trainer, selection, base)
+    record.update(train=plan.figures())
+    training = fit(trainer, selection, base, plan)
+    record.update(train=training.as_dict())
     plot_reward_curve(run_dir / TRAIN_LOG_FILE, run_dir / REWARD_CURVE_FILE)
 
     # 5. test
     return finish(
-        cfg, trainer.model, base, splits, record, selection, training,
-        details={**stage, "grpo": OmegaConf.to_container(g, resolve=True),
+        cfg, trainer.model, base, splits, run_dir, selection, training,
+        details={**start_details(stage), "grpo": OmegaConf.to_container(g, resolve=True),
                  "reward": OmegaConf.to_container(cfg.method.reward, resolve=True)},
         artifacts={"reward_curve": str(run_dir / REWARD_CURVE_FILE)},
     )

@@ -16,6 +16,9 @@ Top to bottom (the shared pieces live in agentcoder/training):
               method=baseline; the best adapter is kept in <run_dir>/adapter;
   5. test   - the best adapter on cfg.eval.split, exactly as method=baseline evaluates.
 
+Whoever runs it registers the adapter as the SFT stage dpo/ppo/grpo runs of the same settings
+start from (methods/stages.py): the launcher after a method=lora job, a staged run that trains its stage.
+
 Files in the run dir: adapter/ (best), best.json, checkpoints/ (last 2), train_log.jsonl,
 tensorboard/, loss_curve.png, predictions.jsonl, and the MethodResult returned to run.py.
 """
@@ -27,11 +30,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
-from agentcoder.training.session import CHECKPOINT_DIR, Base, callbacks, finish, fit, load_base, train_splits
+from agentcoder.tracking.result import MethodResult
+from agentcoder.training.session import (
+    CHECKPOINT_DIR,
+    Base,
+    callbacks,
+    finish,
+    fit,
+    load_base,
+    prepare,
+    train_splits,
+)
 from agentcoder.training.setup import fit_lengths, lora_config, trainer_args
-from agentcoder.training.stages import register_sft
 
 TAG = "lora"
 
@@ -82,12 +93,12 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     run_dir = record.dir
 
     # 1. data
-    splits = train_splits(cfg, record)
+    splits = train_splits(cfg, run_dir)
+    record.update(data=splits.info)
 
     # Rows and their lengths decide max_length and the batch size (method.train.*=auto).
     fmt = PromptFormat(load_tokenizer(cfg), cfg.model.tool_format)
     rows, lengths = sft_rows(splits.train, fmt)
-    stage_cfg = cfg  # the settings as asked (auto included): what later stages look the adapter up by
     cfg, fitted = fit_lengths(cfg, lengths)
     train_ds, dropped = within_length(splits.train, rows, lengths, cfg.method.train.max_length)
     if len(train_ds) == 0:
@@ -98,7 +109,8 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
           f"{len(train_ds)} train examples, {sum(dropped.values())} longer left out")
 
     # 2. model
-    base = load_base(cfg, record, TAG)
+    base = load_base(cfg, TAG)
+    record.update(model=base.info, train=base.figures())
     val_examples = select_examples(splits.val, cfg.method.train.val_limit)
 
     # 3. trainer, 4. selection on val
@@ -107,12 +119,13 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     trainer = sft_trainer(
         base, args, train_ds, lora_config(cfg), callbacks(cfg, run_dir, selection, extra_callbacks)
     )
-    training = fit(trainer, selection, base, record)
+    plan = prepare(trainer, selection, base)
+    record.update(train=plan.figures())
+    training = fit(trainer, selection, base, plan)
+    record.update(train=training.as_dict())
 
-    # 5. test; the adapter becomes the SFT stage that dpo/ppo/grpo runs with the same settings start from
-    result = finish(
-        cfg, trainer.model, base, splits, record, selection, training,
+    # 5. test
+    return finish(
+        cfg, trainer.model, base, splits, run_dir, selection, training,
         details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True)},
     )
-    register_sft(stage_cfg, Path(result.artifacts["adapter"]), run_dir)
-    return result

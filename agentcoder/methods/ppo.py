@@ -29,7 +29,9 @@ Top to bottom: the math (pure functions, unit-tested), the policy with its value
 update, the training loop, and `run` (data, SFT stage, loop, val selection, test).  Files in the
 run dir: adapter/ (best on val), best.json, train_log.jsonl (one line per iteration: reward
 mean/std, KL, clip fraction, value loss, entropy, ...), reward_curve.png, loss_curve.png,
-predictions.jsonl.  A killed run starts its PPO loop again (no mid-run checkpoints).
+predictions.jsonl; the same curves go to every tracker of method.train.report_to (tensorboard/ in
+the run dir), through transformers' logging callbacks as for TRL's trainers.  A killed run starts
+its PPO loop again (no mid-run checkpoints).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.methods.result import MethodResult
 from agentcoder.tracking.records import RunRecord
+from agentcoder.tracking.result import MethodResult
 
 TAG = "ppo"
 REFERENCE = "reference"  # the adapter name of the frozen SFT copy
@@ -56,6 +58,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over the MASKed tokens: 1 when the value head predicts
+    the returns, 0 when it does no better than their mean, below 0 when worse (cleanrl logs it)."""
+    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    resid = returns - values
+    var_resid = masked_mean((resid - masked_mean(resid, mask)) ** 2, mask)
+    return float("nan") if var.item() == 0 else 1.0 - (var_resid / var).item()
+
+
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """X shifted to mean 0 and scaled to variance 1 over the MASKed entries (unbiased variance);
     masked-out entries become 0."""
@@ -63,6 +74,11 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     mean = masked_mean(x, mask)
     var = ((x - mean) ** 2 * mask).sum() / (n - 1).clamp(min=1)
     return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def completion_ended(tokens: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
+    """(B,) True for the rows whose completion holds a stop token (False: cut at max_new_tokens)."""
+    return torch.isin(tokens, torch.tensor(list(stop_ids), device=tokens.device)).any(1)
 
 
 def completion_mask(tokens: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
@@ -150,7 +166,7 @@ def make_policy(model: Any, tokenizer: Any, reference: str | None, *, on_gpu: bo
     from accelerate import Accelerator
     from trl.trainer.utils import disable_dropout_in_model
 
-    from agentcoder.evaluation.generate import _stop_ids
+    from agentcoder.evaluation.generate import stop_ids
 
     disable_dropout_in_model(model)
     if checkpointing and not getattr(model, "is_gradient_checkpointing", False):
@@ -163,7 +179,7 @@ def make_policy(model: Any, tokenizer: Any, reference: str | None, *, on_gpu: bo
     bf16 = on_gpu and torch.cuda.is_bf16_supported()
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not on_gpu)
     model, value_head = accelerator.prepare(model, value_head)
-    return Policy(model, value_head, tokenizer, reference, accelerator, _stop_ids(model, tokenizer))
+    return Policy(model, value_head, tokenizer, reference, accelerator, stop_ids(model, tokenizer))
 
 
 def reference_pass(policy: Policy) -> Any:
@@ -211,6 +227,8 @@ class Rollout:
     scores: torch.Tensor  # (B,) the reward function's score per completion
     kl: torch.Tensor  # (B, T) log pi - log pi_ref
     texts: list[str]
+    reward_parts: dict[str, float]  # mean of each part of the score (empty for a plain reward function)
+    ended_share: float  # share of completions that end with a stop token (not cut at max_new_tokens)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -221,10 +239,19 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+def rollout_generation(p: Any) -> dict[str, Any]:
+    """The rollouts' sampling settings (method.ppo), every other field neutral; recorded in metrics.json."""
+    from agentcoder.evaluation.generate import generation_settings
+
+    return generation_settings({"do_sample": True, "temperature": p.temperature})
+
+
 @torch.no_grad()
 def rollout(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[..., list[float]], p: Any,
             micro_batch: int) -> Rollout:
     """Sample one completion per row's prompt, score it, and compute values, KL and advantages."""
+    from transformers import GenerationConfig
+
     tok, model = policy.tokenizer, policy.model
     device = policy.accelerator.device
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else policy.stop_ids[0]
@@ -238,16 +265,23 @@ def rollout(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[...
     prompt, prompt_mask = prompt.to(device), prompt_mask.to(device)
 
     model.eval()
-    out = model.generate(
-        input_ids=prompt, attention_mask=prompt_mask, do_sample=True, temperature=p.temperature, top_k=0,
-        top_p=1.0, max_new_tokens=p.max_new_tokens, eos_token_id=policy.stop_ids, pad_token_id=pad_id,
-    )
+    # Sampled from softmax(logits / temperature) exactly, the distribution score_tokens scores: every
+    # sampling and penalty field comes from the config, none from the checkpoint's generation_config.
+    config = GenerationConfig(**rollout_generation(p), max_new_tokens=p.max_new_tokens,
+                              eos_token_id=policy.stop_ids, pad_token_id=pad_id)
+    out = model.generate(input_ids=prompt, attention_mask=prompt_mask, generation_config=config)
     completion = out[:, width:]
     mask = completion_mask(completion, policy.stop_ids)
     completion = torch.where(mask.bool(), completion, pad_id)
     texts = [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completion, mask, strict=True)]
     columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
-    scores = torch.tensor(reward(texts, **columns), dtype=torch.float32, device=device)
+    split = getattr(reward, "parts", None)  # make_reward's functions also give the score's parts
+    parts = split(texts, **columns) if split else [{} for _ in texts]
+    scores = torch.tensor([sum(q.values()) for q in parts] if split else reward(texts, **columns),
+                          dtype=torch.float32, device=device)
+    ended = completion_ended(completion, policy.stop_ids)
+    if p.missing_eos_penalty is not None:
+        scores = scores - p.missing_eos_penalty * (~ended).float()
 
     ids = torch.cat([prompt, completion], 1)
     attention = torch.cat([prompt_mask, mask], 1)
@@ -265,7 +299,8 @@ def rollout(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[...
     rewards, kl = token_rewards(scores, logprobs, ref, maskf, p.kl_coef)
     advantages, returns = gae(rewards, values, maskf, p.gamma, p.lam)
     return Rollout(ids, attention, maskf, width, logprobs * maskf, values * maskf,
-                   masked_whiten(advantages, maskf), returns, scores, kl, texts)
+                   masked_whiten(advantages, maskf), returns, scores, kl, texts,
+                   {k: sum(q[k] for q in parts) / len(parts) for k in parts[0]}, ended.float().mean().item())
 
 
 # --------------------------------------------------------------------------- update
@@ -359,6 +394,9 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
             "completion_length": lengths.mean().item(),
             "tokens": int(ro.attention.sum().item()),
             "learning_rate": lr,
+            "explained_variance": explained_variance(ro.values, ro.returns, ro.mask),
+            "ended_share": ro.ended_share,
+            **{f"reward_{k}": v for k, v in ro.reward_parts.items()},
             **update,
         }
         history.append(figures)
@@ -373,27 +411,29 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
 
 def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     """SFT stage (or base), PPO iterations with val selection, test."""
+    from transformers import TrainingArguments
+
     from agentcoder.data import PromptFormat
     from agentcoder.data.rows import rl_dataset
     from agentcoder.evaluation.evaluator import peak_memory_bytes, select_examples
     from agentcoder.evaluation.reward import make_reward
+    from agentcoder.methods.stages import start_details, start_policy
     from agentcoder.tracking.trainlog import (
         LOSS_CURVE_FILE,
         REWARD_CURVE_FILE,
         TRAIN_LOG_FILE,
-        TrainLog,
         plot_loss_curve,
         plot_reward_curve,
     )
     from agentcoder.training.selection import ValSelection
-    from agentcoder.training.session import finish, train_splits
-    from agentcoder.training.setup import prompt_budget
-    from agentcoder.training.stages import start_policy
+    from agentcoder.training.session import CHECKPOINT_DIR, LoopLoggers, TrainFigures, finish, train_splits
+    from agentcoder.training.setup import prompt_budget, trainer_args
 
     run_dir, p, t = record.dir, cfg.method.ppo, cfg.method.train
 
     # 1. data: prompts plus the columns the reward reads
-    splits = train_splits(cfg, record)
+    splits = train_splits(cfg, run_dir)
+    record.update(data=splits.info)
 
     # 2. model: policy = the SFT adapter (trainable), reference = a frozen copy on the same base
     base, peft_config, stage = start_policy(cfg, record, TAG)
@@ -402,8 +442,12 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
 
         base.model, reference = get_peft_model(base.model, peft_config), None
     else:
-        base.model.load_adapter(stage["sft_adapter"], adapter_name=REFERENCE, is_trainable=False)
+        base.model.load_adapter(str(stage.adapter), adapter_name=REFERENCE, is_trainable=False)
         reference = REFERENCE
+    # The settings the trackers record as the run's config, as a TRL trainer's; made before the policy's
+    # Accelerator, since TrainingArguments resets accelerate's state.
+    args = TrainingArguments(**trainer_args(cfg, run_dir / CHECKPOINT_DIR, on_gpu=base.on_gpu,
+                                            checkpointing=base.checkpointing))
     policy = make_policy(base.model, base.tokenizer, reference, on_gpu=base.on_gpu,
                          checkpointing=base.checkpointing)
     fmt = PromptFormat(base.tokenizer, cfg.model.tool_format)
@@ -426,27 +470,16 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     print(f"[{TAG}] schedule: {schedule}")
     optimizer, scheduler = make_optimizer(policy, t.lr, t.weight_decay, t.scheduler, schedule["warmup_steps"], total)
 
-    # 4. the loop; every eval_steps iterations val exact match selects the adapter
+    # 4. the loop; every eval_steps iterations val exact match selects the adapter.  Its figures go to
+    # train_log.jsonl and the trackers of method.train.report_to, as TRL's trainers log theirs.
     selection = ValSelection(run_dir, select_examples(splits.val, t.val_limit), base.tokenizer, cfg, TAG)
-    log = TrainLog(run_dir / TRAIN_LOG_FILE)
-    log.append({"event": "train_begin", "step": 0, "max_steps": iterations})
-
-    board = None
-    if "tensorboard" in t.report_to:  # the curves TRL's methods get from transformers' callback
-        from torch.utils.tensorboard import SummaryWriter
-
-        board = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    loggers = LoopLoggers(cfg, run_dir, args, max_steps=iterations)
+    loggers.begin(policy.model)
 
     def on_iteration(it: int, figures: dict[str, float]) -> None:
-        log.append({"step": it, **figures})
+        loggers.log(it, figures)
         if selection.examples and (it % schedule["eval_steps"] == 0 or it == iterations):
-            figures = {**figures, **selection.check(policy.model, it)}
-            log.append({"step": it, **{k: v for k, v in figures.items() if k.startswith("val_")}})
-        if board is not None:
-            for key, value in figures.items():
-                if isinstance(value, int | float):
-                    board.add_scalar(f"train/{key}", value, it)
-            board.flush()
+            loggers.log(it, selection.check(policy.model, it))
 
     if base.on_gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -455,39 +488,40 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
                         micro_batch=t.batch_size, grad_accum=t.grad_accum, optimizer=optimizer,
                         scheduler=scheduler, seed=cfg.seed, on_iteration=on_iteration)
     train_time = time.perf_counter() - t0
-    if board is not None:
-        board.close()
+    loggers.end()
     plot_reward_curve(run_dir / TRAIN_LOG_FILE, run_dir / REWARD_CURVE_FILE)
     plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
     tokens = sum(h["tokens"] for h in history)
-    training = {
-        "train_time_s": round(train_time, 3),
-        "val_eval_time_s": round(selection.eval_time_s, 3),
-        "train_tokens": tokens,
-        "train_tokens_per_s": round(tokens / max(train_time - selection.eval_time_s, 1e-9), 2),
-        "steps": iterations,
-        "optimizer_steps": total,
-        "warmup_steps": schedule["warmup_steps"],
-        "epochs": round(iterations * rollout_size / len(rows), 4),
-        "final_train_loss": round(history[-1]["loss"], 6),
-        "first_reward": round(history[0]["reward"], 4),
-        "final_reward": round(history[-1]["reward"], 4),
-        "best_val_exact_match": selection.best_score,
-        "best_step": selection.best_step,
-        "final_val_exact_match": selection.last_score,
-        "n_val": len(selection.examples),
-        "peak_memory_bytes": int(peak_memory_bytes(base.device)),
-        "resumed": False,
-        "packing": "none",
-        "gradient_checkpointing": base.checkpointing,
-    }
+    training = TrainFigures(
+        train_time_s=round(train_time, 3),
+        val_eval_time_s=round(selection.eval_time_s, 3),
+        train_tokens=tokens,
+        train_tokens_per_s=round(tokens / max(train_time - selection.eval_time_s, 1e-9), 2),
+        steps=iterations,
+        optimizer_steps=total,
+        warmup_steps=schedule["warmup_steps"],
+        epochs=round(iterations * rollout_size / len(rows), 4),
+        final_train_loss=round(history[-1]["loss"], 6),
+        first_reward=round(history[0]["reward"], 4),
+        final_reward=round(history[-1]["reward"], 4),
+        best_val_exact_match=selection.best_score,
+        best_step=selection.best_step,
+        final_val_exact_match=selection.last_score,
+        n_val=len(selection.examples),
+        peak_memory_bytes=int(peak_memory_bytes(base.device)),
+        resumed=False,
+        packing="none",
+        gradient_checkpointing=base.checkpointing,
+    )
+    record.update(train=training.as_dict())
 
     # 5. test: the best adapter (the reference adapter is dropped first)
     if reference is not None:
         policy.model.delete_adapter(REFERENCE)
     return finish(
-        cfg, policy.model, base, splits, record, selection, training,
-        details={**stage, "ppo": OmegaConf.to_container(p, resolve=True),
+        cfg, policy.model, base, splits, run_dir, selection, training,
+        details={**start_details(stage), "ppo": OmegaConf.to_container(p, resolve=True),
+                 "rollout_generation": rollout_generation(p),
                  "reward": OmegaConf.to_container(cfg.method.reward, resolve=True)},
         artifacts={"reward_curve": str(run_dir / REWARD_CURVE_FILE)},
     )

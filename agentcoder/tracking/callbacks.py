@@ -143,14 +143,14 @@ def new_dir(parent: str, *, now: datetime | None = None) -> str:
 
 def job_subdir(*, _root_: DictConfig) -> str:
     """The sweep job's directory name (see the module docstring)."""
-    from agentcoder.config import config_hash, validate
+    from agentcoder.config import config_hash, merge_schema
 
     num = str(_root_.hydra.job.num)
     sweep_dir = Path(str(_root_.hydra.sweep.dir))
     try:
         plain = OmegaConf.to_container(_root_, resolve=False)
         plain.pop("hydra", None)
-        wanted = config_hash(validate(OmegaConf.create(plain)))
+        wanted = config_hash(merge_schema(OmegaConf.create(plain)))
     except Exception:  # noqa: BLE001 - a bad combination fails in its task, with its own record
         wanted = None
     for run_file in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):

@@ -4,7 +4,7 @@ transformers' integrations log the training curves; they end before the test eva
 figures a researcher compares runs by would be missing from the tracker's run list.  This sends
 them, as `test/<metric>` and `test/<category>/exact_match`, to the same place:
 
-- tensorboard: `<run_dir>/tensorboard` (where the training callback writes), at the last step;
+- tensorboard: `<run_dir>/tensorboard` (where `tensorboard_callback` writes the curves), at the last step;
 - mlflow: the run the training logged to (the active or the last active one), else a new run;
 - wandb: the live run's summary (transformers leaves it open), else a new run in WANDB_PROJECT.
 
@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 FINAL_TRACKERS = ("tensorboard", "mlflow", "wandb")
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_callback(run_dir: Path) -> Any:
+    """transformers' TensorBoardCallback writing the training curves to <run_dir>/tensorboard."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR)))
 
 
 def final_scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -52,7 +61,7 @@ def report_final(report_to: list[str], run_dir: Path, metrics: dict[str, Any], s
 def _tensorboard(run_dir: Path, scalars: dict[str, float], step: int) -> str:
     from torch.utils.tensorboard import SummaryWriter
 
-    log_dir = run_dir / "tensorboard"
+    log_dir = run_dir / TENSORBOARD_DIR
     writer = SummaryWriter(log_dir=str(log_dir))
     try:
         for key, value in scalars.items():

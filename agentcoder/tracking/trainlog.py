@@ -42,7 +42,7 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     for line in lines:
         try:
             entries.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a value nested thousands deep
             continue
     return entries
 

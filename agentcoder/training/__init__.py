@@ -5,9 +5,9 @@
     packing    - the PackedRowsCollator (packed rows as a (batch, max_length) tensor)
     selection  - val exact match every eval_steps, the best adapter saved atomically and restored
     adapters   - start from a saved adapter: keep training it, or merge it and add a fresh LoRA
-    session    - load the base, train with resume, the figures, and the final test evaluation
-    stages     - the SFT stage a staged method starts from: reused from a lora run or trained
+    session    - load the base, train with resume, the figures (TrainFigures), and the final test evaluation
     pairs      - preference pairs from a policy's own samples (DPO)
 
+These return what they decide and measure; the recipe (agentcoder/methods) writes it to run.json.
 Importing this package is light; torch and the libraries load inside the functions.
 """

@@ -17,7 +17,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.tracking.records import RunRecord
 from agentcoder.training.session import Base, load_base
 from agentcoder.training.setup import is_quantized, lora_config
 
@@ -26,27 +25,31 @@ MERGED_DIR = "merged_base"
 
 
 def load_policy(
-    cfg: DictConfig, record: RunRecord | None, tag: str, *, adapter: str | Path | None = None, mode: str = "continue",
+    cfg: DictConfig, run_dir: Path | None, tag: str, *, adapter: str | Path | None = None, mode: str = "continue",
 ) -> tuple[Base, Any]:
     """The base ready for training and the peft config to hand the trainer (None: the model already
-    carries its trainable adapter)."""
+    carries its trainable adapter).  A quantized merge is saved in RUN_DIR (default: beside ADAPTER)."""
     if mode not in MODES:
         raise ValueError(f"adapter mode {mode!r}; expected one of {', '.join(MODES)}")
     if adapter is None:
-        return load_base(cfg, record, tag), lora_config(cfg)
+        return load_base(cfg, tag), lora_config(cfg)
     adapter = str(Path(adapter).resolve())
     if not Path(adapter, "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} is not a saved peft adapter (no adapter_config.json)")
-    if record is not None:
-        record.update(train={"start_adapter": adapter, "adapter_mode": mode})
+    base, peft_config = _load_with(cfg, run_dir, tag, adapter, mode)
+    base.start_adapter, base.adapter_mode = adapter, mode
+    return base, peft_config
+
+
+def _load_with(cfg: DictConfig, run_dir: Path | None, tag: str, adapter: str, mode: str) -> tuple[Base, Any]:
     if mode == "merge" and is_quantized(cfg):
-        folder = merge_to_folder(cfg, adapter, (record.dir if record else Path(adapter).parent) / MERGED_DIR)
+        folder = merge_to_folder(cfg, adapter, (run_dir or Path(adapter).parent) / MERGED_DIR)
         quantized = OmegaConf.merge(cfg, {"model": {"source": "hub", "hub_id": str(folder), "init": "pretrained"}})
-        return load_base(quantized, record, tag), lora_config(cfg)
+        return load_base(quantized, tag), lora_config(cfg)
 
     from peft import PeftModel
 
-    base = load_base(cfg, record, tag)
+    base = load_base(cfg, tag)
     if mode == "continue":
         base.model = PeftModel.from_pretrained(base.model, adapter, is_trainable=True)
         return base, None

@@ -1,24 +1,28 @@
-"""The steps every training recipe shares, in the order a recipe calls them:
+"""The steps every training recipe shares, in the order a recipe calls them.  They return what they
+decide and measure; the recipe writes it to run.json.
 
-    base = load_base(cfg, record, tag)            # model + tokenizer, layout and checkpointing decided
+    splits = train_splits(cfg, run_dir)           # record data=splits.info
+    base = load_base(cfg, tag)                    # record model=base.info, train=base.figures()
     selection = ValSelection(...)                 # (selection.py) val exact match, best adapter
-    trainer = <a TRL trainer>(..., callbacks=callbacks(cfg, record.dir, selection))
-    training = fit(trainer, selection, base, record)   # resume, train, figures, loss curve
-    return finish(cfg, trainer.model, base, splits, record, selection, training, ...)  # test split
+    trainer = <a TRL trainer>(..., callbacks=callbacks(cfg, run_dir, selection))
+    plan = prepare(trainer, selection, base)      # record train=plan.figures()
+    training = fit(trainer, selection, base, plan)   # record train=training.as_dict()
+    return finish(cfg, trainer.model, base, splits, run_dir, selection, training, ...)  # test split
+
+A training loop of our own (PPO) logs through `LoopLoggers` and fills the same `TrainFigures`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from agentcoder.methods.result import MethodResult
-from agentcoder.tracking.records import RunRecord
+from agentcoder.tracking.result import MethodResult
 from agentcoder.training.selection import ValSelection, keep_best
 from agentcoder.training.setup import (
     gradient_checkpointing,
@@ -41,6 +45,9 @@ class Base:
     info: dict[str, Any]
     layout: str  # packing: rows | flat | none
     checkpointing: bool
+    checkpointing_why: dict[str, Any]
+    start_adapter: str | None = None  # the saved adapter training starts from (adapters.load_policy)
+    adapter_mode: str | None = None
 
     @property
     def device(self) -> str:
@@ -50,22 +57,74 @@ class Base:
     def on_gpu(self) -> bool:
         return self.device.startswith("cuda")
 
+    def figures(self) -> dict[str, Any]:
+        """run.json's "train" entries of what was decided at load."""
+        start = {"start_adapter": self.start_adapter, "adapter_mode": self.adapter_mode} if self.start_adapter else {}
+        return {**start, "packing": self.layout, "gradient_checkpointing": self.checkpointing,
+                "checkpointing_why": self.checkpointing_why}
 
-def train_splits(cfg: DictConfig, record: RunRecord) -> Any:
+
+@dataclass
+class TrainPlan:
+    """What fit() does, decided once the trainer knows its data (setup.plan_schedule)."""
+
+    checkpoint: str | None  # the last checkpoint of a killed run: training resumes from it
+    schedule: dict[str, int]
+    trainable_params: int
+    total_params: int
+
+    def figures(self) -> dict[str, Any]:
+        """run.json's "train" entries of the plan."""
+        resumed = {"resumed_from": self.checkpoint} if self.checkpoint else {}
+        return {**resumed, "trainable_params": self.trainable_params, "total_params": self.total_params,
+                "schedule": self.schedule}
+
+
+@dataclass(kw_only=True)
+class TrainFigures:
+    """How a run trained, the same figures for every trainer (TRL's and PPO's loop): metrics.json's
+    "training" and run.json's "train" hold `as_dict()`."""
+
+    train_time_s: float
+    val_eval_time_s: float
+    train_tokens: int
+    train_tokens_per_s: float  # this attempt's tokens over its training time less val evaluation
+    steps: int
+    optimizer_steps: int | None = field(default=None, metadata={"only_some": True})  # PPO: several per step
+    warmup_steps: int
+    epochs: float
+    final_train_loss: float
+    first_reward: float | None = field(default=None, metadata={"only_some": True})  # PPO: first and last
+    final_reward: float | None = field(default=None, metadata={"only_some": True})  # iteration's mean reward
+    best_val_exact_match: float | None
+    best_step: int | None
+    final_val_exact_match: float | None
+    n_val: int
+    peak_memory_bytes: int
+    resumed: bool
+    packing: str
+    gradient_checkpointing: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures by name; those only some trainers have are left out where unset."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.metadata.get("only_some") and getattr(self, f.name) is None)}
+
+
+def train_splits(cfg: DictConfig, run_dir: Path) -> Any:
     """Every training recipe's first step: put back the best adapter a kill may have left half-renamed,
-    load and record the splits, and refuse an empty train split."""
+    load the splits, and refuse an empty train split."""
     from agentcoder.data import load_splits
     from agentcoder.training.selection import ADAPTER_DIR, recover_adapter
 
-    recover_adapter(record.dir / ADAPTER_DIR)
+    recover_adapter(run_dir / ADAPTER_DIR)
     splits = load_splits(cfg)
-    record.update(data=splits.info)
     if not splits.train:
         raise ValueError("the train split is empty; raise data_fraction or data.max_examples")
     return splits
 
 
-def load_base(cfg: DictConfig, record: RunRecord | None, tag: str) -> Base:
+def load_base(cfg: DictConfig, tag: str) -> Base:
     """Load cfg.model (quantized per cfg.quant), decide packing and checkpointing, prepare k-bit."""
     from agentcoder.models import load_model
 
@@ -73,25 +132,60 @@ def load_base(cfg: DictConfig, record: RunRecord | None, tag: str) -> Base:
     loaded = load_model(cfg)
     layout = packing_layout(cfg, loaded.model)
     checkpointing, why = gradient_checkpointing(cfg, loaded.model, str(loaded.info["device"]))
-    if record is not None:
-        record.update(model=loaded.info)
-        record.update(train={"packing": layout, "gradient_checkpointing": checkpointing, "checkpointing_why": why})
     print(f"[{tag}] packing={layout} gradient_checkpointing={checkpointing} ({why['reason']})")
     model = prepare_for_kbit(cfg, loaded.model, checkpointing)
-    return Base(model, loaded.tokenizer, loaded.info, layout, checkpointing)
+    return Base(model, loaded.tokenizer, loaded.info, layout, checkpointing, why)
+
+
+def log_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    """train_log.jsonl, and tensorboard into <run_dir>/tensorboard when method.train.report_to has it
+    (where the launcher adds the test figures; transformers' own would be a dated dir in checkpoints/).
+    The other trackers of report_to are transformers' integrations, which a Trainer adds itself."""
+    from agentcoder.tracking.trackers import tensorboard_callback
+    from agentcoder.tracking.trainlog import TRAIN_LOG_FILE, train_log_callback
+
+    out: list[Any] = [train_log_callback(run_dir / TRAIN_LOG_FILE)]
+    if "tensorboard" in cfg.method.train.report_to:
+        out.append(tensorboard_callback(run_dir))
+    return out
 
 
 def callbacks(cfg: DictConfig, run_dir: Path, selection: ValSelection, extra: tuple = ()) -> list[Any]:
-    """train_log.jsonl, val selection, the caller's extras, and tensorboard when method.train.report_to has it."""
-    from agentcoder.tracking.trainlog import TRAIN_LOG_FILE, train_log_callback
+    """A TRL trainer's callbacks: the logs, val selection and the caller's extras."""
+    train_log, *trackers = log_callbacks(cfg, run_dir)
+    # The trackers come after selection: it logs the last val figures in on_train_end, which closes them.
+    return [train_log, selection, *extra, *trackers]
 
-    out: list[Any] = [train_log_callback(run_dir / TRAIN_LOG_FILE), selection, *extra]
-    if "tensorboard" in cfg.method.train.report_to:
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
 
-        out.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
-    return out
+class LoopLoggers:
+    """What a TRL trainer's callbacks log, for a training loop of our own (PPO): each figures dict goes
+    to train_log.jsonl and to every tracker of method.train.report_to, through transformers' own
+    logging callbacks, as Trainer.log sends it."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, args: Any, max_steps: int):
+        """ARGS: the loop's TrainingArguments (trackers record them as the run's config)."""
+        from transformers import TrainerControl, TrainerState
+        from transformers.integrations import get_reporting_integration_callbacks
+
+        self.args = args
+        self.state = TrainerState(max_steps=max_steps)
+        self.control = TrainerControl()
+        integrations = [make() for make in get_reporting_integration_callbacks(args.report_to)]
+        self.callbacks = [*log_callbacks(cfg, run_dir), *integrations]
+
+    def _send(self, event: str, **kwargs: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self.args, self.state, self.control, **kwargs)
+
+    def begin(self, model: Any) -> None:
+        self._send("on_train_begin", model=model)
+
+    def log(self, step: int, figures: dict[str, Any]) -> None:
+        self.state.global_step = step
+        self._send("on_log", logs=figures)
+
+    def end(self) -> None:
+        self._send("on_train_end")
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
@@ -100,31 +194,33 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
 
 
-def fit(trainer: Any, selection: ValSelection, base: Base, record: RunRecord) -> dict[str, Any]:
-    """Train (from the last checkpoint of a killed run, if any) and return the training figures."""
-    import torch
-
-    from agentcoder.evaluation.evaluator import peak_memory_bytes
-    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, TRAIN_LOG_FILE, plot_loss_curve
-
-    run_dir = record.dir
+def prepare(trainer: Any, selection: ValSelection, base: Base) -> TrainPlan:
+    """Hand TRAINER to the val selection, find a killed run's checkpoint and plan the schedule."""
     selection.trainer = trainer
     # TRL pads on the right for training; evaluation needs the loader's left padding back.
     base.tokenizer.padding_side = "left"
     checkpoint = last_checkpoint(Path(trainer.args.output_dir))
     if checkpoint:
         print(f"[{selection.tag}] resuming from {checkpoint}")
-        record.update(train={"resumed_from": checkpoint})
     n_trainable, n_total = trainer.model.get_nb_trainable_parameters()
     schedule = plan_schedule(selection.cfg, trainer)
     selection.eval_steps = schedule["eval_steps"]
-    record.update(train={"trainable_params": n_trainable, "total_params": n_total, "schedule": schedule})
     print(f"[{selection.tag}] schedule: {schedule}")
+    return TrainPlan(checkpoint, schedule, n_trainable, n_total)
 
+
+def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> TrainFigures:
+    """Train (from the plan's checkpoint, if any), draw the loss curve, and return the training figures."""
+    import torch
+
+    from agentcoder.evaluation.evaluator import peak_memory_bytes
+    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, TRAIN_LOG_FILE, plot_loss_curve
+
+    run_dir = selection.run_dir
     if base.on_gpu:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     train_time = time.perf_counter() - t0
     state = trainer.state
     # The state restored from a checkpoint carries the tokens of earlier attempts; speed is this attempt's.
@@ -132,29 +228,29 @@ def fit(trainer: Any, selection: ValSelection, base: Base, record: RunRecord) ->
     pure_train = max(train_time - selection.eval_time_s, 1e-9)
     losses = [e["loss"] for e in state.log_history if "loss" in e]
     plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
-    return {
-        "train_time_s": round(train_time, 3),
-        "val_eval_time_s": round(selection.eval_time_s, 3),
-        "train_tokens": int(state.num_input_tokens_seen),
-        "train_tokens_per_s": round(attempt_tokens / pure_train, 2),
-        "steps": int(state.global_step),
-        "warmup_steps": schedule["warmup_steps"],
-        "epochs": round(float(state.epoch or 0.0), 4),
-        "final_train_loss": round(float(losses[-1] if losses else result.training_loss), 6),
-        "best_val_exact_match": selection.best_score,
-        "best_step": selection.best_step,
-        "final_val_exact_match": selection.last_score,
-        "n_val": len(selection.examples),
-        "peak_memory_bytes": int(peak_memory_bytes(base.device)),
-        "resumed": checkpoint is not None,
-        "packing": base.layout,
-        "gradient_checkpointing": base.checkpointing,
-    }
+    return TrainFigures(
+        train_time_s=round(train_time, 3),
+        val_eval_time_s=round(selection.eval_time_s, 3),
+        train_tokens=int(state.num_input_tokens_seen),
+        train_tokens_per_s=round(attempt_tokens / pure_train, 2),
+        steps=int(state.global_step),
+        warmup_steps=plan.schedule["warmup_steps"],
+        epochs=round(float(state.epoch or 0.0), 4),
+        final_train_loss=round(float(losses[-1] if losses else result.training_loss), 6),
+        best_val_exact_match=selection.best_score,
+        best_step=selection.best_step,
+        final_val_exact_match=selection.last_score,
+        n_val=len(selection.examples),
+        peak_memory_bytes=int(peak_memory_bytes(base.device)),
+        resumed=plan.checkpoint is not None,
+        packing=base.layout,
+        gradient_checkpointing=base.checkpointing,
+    )
 
 
 def finish(
-    cfg: DictConfig, peft_model: Any, base: Base, splits: Any, record: RunRecord, selection: ValSelection,
-    training: dict[str, Any], *, details: dict[str, Any] | None = None, artifacts: dict[str, str] | None = None,
+    cfg: DictConfig, peft_model: Any, base: Base, splits: Any, run_dir: Path, selection: ValSelection,
+    training: TrainFigures, *, details: dict[str, Any] | None = None, artifacts: dict[str, str] | None = None,
 ) -> MethodResult:
     """The best adapter on the test split, evaluated as method=baseline evaluates a model.
 
@@ -165,15 +261,14 @@ def finish(
     from agentcoder.evaluation.metrics import format_table
     from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, TRAIN_LOG_FILE
 
-    run_dir = record.dir
     method = str(cfg.method.name)
     adapter_dir = keep_best(peft_model, base.tokenizer, run_dir, selection, base.device)
     test_model = peft_model if is_quantized(cfg) else peft_model.merge_and_unload()
     evaluation = evaluate_run(cfg, test_model, base.tokenizer, splits, run_dir)
-    record.update(train=training)
+    figures = training.as_dict()
     result = MethodResult.from_evaluation(
         method, cfg.eval.split, f"{base.info.get('label')}+{method}", evaluation.metrics,
-        training=training,
+        training=figures,
         artifacts={
             "adapter": str(adapter_dir), "predictions": str(run_dir / PREDICTIONS_FILE),
             "train_log": str(run_dir / TRAIN_LOG_FILE), "loss_curve": str(run_dir / LOSS_CURVE_FILE),
@@ -182,5 +277,5 @@ def finish(
         details=details or {},
     )
     print(format_table(result.to_metrics()))
-    print(f"[{method}] " + json.dumps(training))
+    print(f"[{method}] " + json.dumps(figures))
     return result

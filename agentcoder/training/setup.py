@@ -140,7 +140,7 @@ def trainer_args(cfg: DictConfig, output_dir: Path, *, on_gpu: bool, checkpointi
     import torch
 
     t = cfg.method.train
-    report_to = [r for r in t.report_to if r != "tensorboard"]  # tensorboard: our own writer (session.py)
+    report_to = [r for r in t.report_to if r != "tensorboard"]  # tensorboard: session.log_callbacks
     return {
         "output_dir": str(output_dir),
         "num_train_epochs": float(t.epochs),
