@@ -216,9 +216,16 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir, bfcl_c
         run_lora(cfg, tmp_path / "run", extra_callbacks=(KillAfterFirstCheckpoint(),))
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
 
+    earlier = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-2" / "train_time.json").read_text())
     resumed, data = run_lora(cfg, tmp_path / "run")
     assert data["train"]["resumed_from"].endswith("checkpoint-2")
     assert resumed["training"]["resumed"] is True
+    # The record spans the attempts: the killed one's training time is counted, the log marks the resume.
+    assert resumed["training"]["train_time_s"] >= earlier["train_time_s"] > 0
+    assert data["attempt"] == 2 and data["attempts"][0]["status"] == "running"
+    events = [e for e in map(json.loads, (tmp_path / "run" / "train_log.jsonl").read_text().splitlines())
+              if "event" in e]
+    assert [(e["event"], e["step"]) for e in events] == [("train_begin", 0), ("resume", 2)]
 
     fresh, _ = run_lora(cfg, tmp_path / "fresh")
     assert resumed["training"]["steps"] == fresh["training"]["steps"] == 4

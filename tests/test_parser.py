@@ -204,3 +204,13 @@ def test_json_names_mean_the_same_at_any_depth(text, value):
 
 def test_other_names_stay_non_literal_at_any_depth():
     assert parse_calls("[f(a={'x': [truth]})]").reason == "non_literal_argument"
+
+
+def test_escaped_surrogate_pairs_read_as_json_reads_them():
+    import json
+
+    for text in ('[f(a="\\ud83d\\ude00")]', '[{"name": "f", "arguments": {"a": "\\ud83d\\ude00"}}]'):
+        (call,) = parse_calls(text).calls
+        assert call.arguments == {"a": "\U0001F600"}
+    (call,) = parse_calls('[f(a="\\ud800")]').calls  # a lone surrogate stays, and survives a JSON round trip
+    assert json.loads(json.dumps(call.arguments)) == call.arguments

@@ -229,3 +229,45 @@ def test_reward_parts_sum_to_the_reward_and_missing_eos_is_penalised(tiny_model_
                                                                           policy.stop_ids)])
     torch.testing.assert_close(cut.scores, 0.25 - 1.0 * (1 - ended))
     assert cut.reward_parts == {"exact": 0.5, "penalties": -0.25} and cut.ended_share == ended.mean().item()
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_a_killed_ppo_run_resumes_from_its_checkpoint_and_says_so(tiny_model_dir, bfcl_cache, tmp_path,  # noqa: F811
+                                                                 monkeypatch):
+    from agentcoder.methods import ppo
+    from tests.test_grpo import log_lines, rl_cfg, run_method
+
+    cfg = rl_cfg(
+        "ppo", tiny_model_dir, bfcl_cache, "method.init=base", "method.train.max_steps=4",
+        "method.train.batch_size=2", "method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=8",
+        "method.ppo.ppo_epochs=1", "method.train.eval_steps=2", "method.train.report_to=[]",
+    )
+    save = ppo.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        raise Killed("killed after the checkpoint of iteration 2")
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(ppo, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run_method("ppo", cfg, run)
+    monkeypatch.setattr(ppo, "save_checkpoint", save)
+    assert ppo.checkpoints(run / "checkpoints") == [2]
+
+    resumed, data = run_method("ppo", cfg, run)
+    fresh, _ = run_method("ppo", cfg, tmp_path / "fresh")
+    t = resumed["training"]
+    assert t["resumed"] is True and data["train"]["resumed_from"].endswith("iter-2")
+    assert fresh["training"]["resumed"] is False and data["attempt"] == 2 and len(data["attempts"]) == 1
+    # The resumed loop goes on exactly as the uninterrupted one: same prompts, samples and updates.
+    assert [e["reward"] for e in log_lines(run) if "reward" in e][-2:] == \
+        [e["reward"] for e in log_lines(tmp_path / "fresh") if "reward" in e][-2:]
+    assert t["final_reward"] == fresh["training"]["final_reward"] and t["steps"] == 4
+    events = [e["event"] for e in log_lines(run) if "event" in e]
+    assert events == ["train_begin", "resume"]
+    assert t["train_time_s"] >= torch.load(run / "checkpoints" / "iter-2" / ppo.STATE_FILE,
+                                            weights_only=False)["train_time_s"]

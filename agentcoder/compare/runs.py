@@ -217,7 +217,7 @@ def load_run(run_dir: Path, name: str | None = None, keep: tuple[str, ...] = ())
         "config_hash": rec.get("config_hash"),
         "started_at": rec.get("started_at"),
         "ended_at": rec.get("ended_at"),
-        "duration_s": rec.get("duration_s"),
+        "duration_s": _first(rec.get("total_duration_s"), rec.get("duration_s")),  # every attempt's
     }
     try:
         row["data_fraction"] = None if row["data_fraction"] is None else float(row["data_fraction"])

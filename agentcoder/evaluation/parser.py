@@ -481,12 +481,22 @@ def _literal(node: ast.expr) -> Any:
     return _plain(value)
 
 
+def _paired_surrogates(text: str) -> str:
+    """TEXT with each escaped UTF-16 surrogate pair ('\\ud800\\udc00' in a Python-syntax answer) joined
+    into its character, as JSON reads it; a lone surrogate stays as it is."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
 def _plain(value: Any, depth: int = 0) -> Any:
     """VALUE as plain JSON (tuples become lists, scalar keys strings), or _NOT_LITERAL / _TOO_LARGE.
 
     The recursion stops at MAX_DEPTH, so it is bounded whatever the input.
     """
-    if value is None or isinstance(value, str | bool):
+    if isinstance(value, str):
+        return _paired_surrogates(value)
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value if value.bit_length() <= MAX_INT_BITS else _TOO_LARGE
@@ -512,7 +522,9 @@ def _plain(value: Any, depth: int = 0) -> Any:
                 k = json.dumps(k)
             elif isinstance(k, bool):
                 k = json.dumps(k)
-            elif not isinstance(k, str):
+            elif isinstance(k, str):
+                k = _paired_surrogates(k)
+            else:
                 return _NOT_LITERAL
             pv = _plain(v, depth + 1)
             if pv is _NOT_LITERAL or pv is _TOO_LARGE:

@@ -37,9 +37,12 @@ its PPO loop again (no mid-run checkpoints).
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -372,15 +375,26 @@ def make_optimizer(policy: Policy, lr: float, weight_decay: float, scheduler: st
 def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[..., list[float]], p: Any, *,
               iterations: int, micro_batch: int, grad_accum: int, optimizer: Any, scheduler: Any, seed: int,
               on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+              resume: LoopState | None = None, save: Callable[[LoopState], None] | None = None,
               progress: bool = True) -> list[dict[str, float]]:
     """ITERATIONS of rollout + update over ROWS ({"prompt", ...the reward's columns}); returns one
-    dict of figures per iteration (reward mean/std, KL, clip fraction, value loss, entropy, ...)."""
+    dict of figures per iteration (reward mean/std, KL, clip fraction, value loss, entropy, ...).
+
+    RESUME continues a checkpointed loop after its iteration (the same prompts, shuffles and samples
+    follow as if it had not stopped); SAVE gets the loop's state after every iteration."""
     from tqdm.auto import tqdm
 
     generator = torch.Generator().manual_seed(seed)
     batches = prompt_batches(len(rows), min(p.rollout_batch_size, len(rows)), seed)
-    history = []
-    bar = tqdm(range(1, iterations + 1), desc="ppo", unit="it", disable=not progress)
+    history: list[dict[str, float]] = []
+    start = 0
+    if resume is not None:
+        start, history = resume.iteration, list(resume.history)
+        for _ in range(start):
+            next(batches)
+        generator.set_state(resume.generator)
+        torch.set_rng_state(resume.torch_rng)
+    bar = tqdm(range(start + 1, iterations + 1), desc="ppo", unit="it", disable=not progress)
     for it in bar:
         ro = rollout(policy, [rows[i] for i in next(batches)], reward, p, micro_batch)
         lr = scheduler.get_last_lr()[0]  # this iteration's (first) learning rate
@@ -403,7 +417,73 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
         bar.set_postfix(reward=f"{figures['reward']:.3f}", kl=f"{figures['kl']:.4f}")
         if on_iteration is not None:
             on_iteration(it, figures)
+        if save is not None:
+            save(LoopState(it, history, generator.get_state(), torch.get_rng_state()))
     return history
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class LoopState:
+    """Where the PPO loop stands after an iteration: what a resumed loop needs to go on identically."""
+
+    iteration: int
+    history: list[dict[str, float]]
+    generator: torch.Tensor  # the minibatch shuffles' RNG
+    torch_rng: torch.Tensor  # the sampling's RNG
+
+
+STATE_FILE = "ppo_state.pt"
+POLICY_DIR = "policy"
+
+
+def save_checkpoint(folder: Path, policy: Policy, optimizer: Any, scheduler: Any, loop: LoopState,
+                    train_time_s: float, keep: int = 2) -> Path:
+    """policy adapter, value head, optimizer, schedule, RNGs and iteration into FOLDER/iter-N, written
+    whole (temp dir + rename); the last KEEP checkpoints stay."""
+    target = folder / f"iter-{loop.iteration}"
+    tmp = folder / f".iter-{loop.iteration}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    policy.model.save_pretrained(str(tmp / POLICY_DIR), selected_adapters=[policy.model.active_adapter])
+    torch.save({"iteration": loop.iteration, "history": loop.history, "generator": loop.generator,
+                "torch_rng": loop.torch_rng, "value_head": policy.value_head.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "train_time_s": train_time_s}, tmp / STATE_FILE)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    for old in sorted(checkpoints(folder))[:-keep]:
+        shutil.rmtree(folder / f"iter-{old}", ignore_errors=True)
+    return target
+
+
+def checkpoints(folder: Path) -> list[int]:
+    """The iterations of the complete checkpoints in FOLDER."""
+    if not folder.is_dir():
+        return []
+    return sorted(int(d.name.removeprefix("iter-")) for d in folder.glob("iter-*")
+                  if d.name.removeprefix("iter-").isdigit() and (d / STATE_FILE).is_file())
+
+
+def load_checkpoint(folder: Path, policy: Policy, optimizer: Any, scheduler: Any) -> tuple[LoopState, float] | None:
+    """The last checkpoint in FOLDER loaded into POLICY, OPTIMIZER and SCHEDULER: (loop state, training
+    seconds of the attempts so far); None when there is none."""
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    done = checkpoints(folder)
+    if not done:
+        return None
+    target = folder / f"iter-{done[-1]}"
+    state = torch.load(target / STATE_FILE, weights_only=False)
+    weights = load_peft_weights(str(target / POLICY_DIR), device=str(next(policy.value_head.parameters()).device))
+    set_peft_model_state_dict(policy.model, weights, adapter_name=policy.model.active_adapter)
+    policy.value_head.load_state_dict(state["value_head"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    loop = LoopState(state["iteration"], state["history"], state["generator"], state["torch_rng"])
+    return loop, float(state["train_time_s"])
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -417,6 +497,7 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     from agentcoder.data.rows import rl_dataset
     from agentcoder.evaluation.evaluator import peak_memory_bytes, select_examples
     from agentcoder.evaluation.reward import make_reward
+    from agentcoder.files import read_json
     from agentcoder.methods.stages import start_details, start_policy
     from agentcoder.tracking.trainlog import (
         LOSS_CURVE_FILE,
@@ -425,7 +506,7 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
         plot_loss_curve,
         plot_reward_curve,
     )
-    from agentcoder.training.selection import ValSelection
+    from agentcoder.training.selection import ADAPTER_DIR, BEST_FILE, ValSelection
     from agentcoder.training.session import CHECKPOINT_DIR, LoopLoggers, TrainFigures, finish, train_splits
     from agentcoder.training.setup import prompt_budget, trainer_args
 
@@ -470,33 +551,54 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     print(f"[{TAG}] schedule: {schedule}")
     optimizer, scheduler = make_optimizer(policy, t.lr, t.weight_decay, t.scheduler, schedule["warmup_steps"], total)
 
+    # A killed run goes on from its last checkpoint (every save_steps iterations, by default with every
+    # evaluation).  The best adapter of an earlier attempt counts only if it lies on the trajectory
+    # continued here; a run that starts over starts its selection over too.
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    resumed = load_checkpoint(checkpoint_dir, policy, optimizer, scheduler)
+    loop, earlier_s = resumed if resumed is not None else (None, 0.0)
+    best = read_json(run_dir / BEST_FILE) or {}
+    if best and (loop is None or (best.get("step") or 0) > loop.iteration):
+        (run_dir / BEST_FILE).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / ADAPTER_DIR, ignore_errors=True)
+    if loop is not None:
+        print(f"[{TAG}] resuming after iteration {loop.iteration} of {iterations} from {checkpoint_dir}")
+        record.update(train={"resumed_from": str(checkpoint_dir / f"iter-{loop.iteration}")})
+    save_steps = int(t.save_steps) if t.save_steps else schedule["eval_steps"]
+
     # 4. the loop; every eval_steps iterations val exact match selects the adapter.  Its figures go to
     # train_log.jsonl and the trackers of method.train.report_to, as TRL's trainers log theirs.
     selection = ValSelection(run_dir, select_examples(splits.val, t.val_limit), base.tokenizer, cfg, TAG)
     loggers = LoopLoggers(cfg, run_dir, args, max_steps=iterations)
-    loggers.begin(policy.model)
+    loggers.begin(policy.model, step=loop.iteration if loop else 0)
 
     def on_iteration(it: int, figures: dict[str, float]) -> None:
         loggers.log(it, figures)
         if selection.examples and (it % schedule["eval_steps"] == 0 or it == iterations):
             loggers.log(it, selection.check(policy.model, it))
 
+    def save(state: LoopState) -> None:
+        if state.iteration % save_steps == 0 and state.iteration < iterations:
+            elapsed = earlier_s + time.perf_counter() - t0
+            save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, state, elapsed)
+
     if base.on_gpu:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     history = train_ppo(policy, rows, make_reward(cfg.method.reward), p, iterations=iterations,
                         micro_batch=t.batch_size, grad_accum=t.grad_accum, optimizer=optimizer,
-                        scheduler=scheduler, seed=cfg.seed, on_iteration=on_iteration)
+                        scheduler=scheduler, seed=cfg.seed, on_iteration=on_iteration, resume=loop, save=save)
     train_time = time.perf_counter() - t0
     loggers.end()
     plot_reward_curve(run_dir / TRAIN_LOG_FILE, run_dir / REWARD_CURVE_FILE)
     plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
     tokens = sum(h["tokens"] for h in history)
+    attempt_tokens = sum(h["tokens"] for h in history[loop.iteration if loop else 0:])
     training = TrainFigures(
-        train_time_s=round(train_time, 3),
+        train_time_s=round(earlier_s + train_time, 3),  # every attempt's
         val_eval_time_s=round(selection.eval_time_s, 3),
         train_tokens=tokens,
-        train_tokens_per_s=round(tokens / max(train_time - selection.eval_time_s, 1e-9), 2),
+        train_tokens_per_s=round(attempt_tokens / max(train_time - selection.eval_time_s, 1e-9), 2),
         steps=iterations,
         optimizer_steps=total,
         warmup_steps=schedule["warmup_steps"],
@@ -509,7 +611,7 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
         final_val_exact_match=selection.last_score,
         n_val=len(selection.examples),
         peak_memory_bytes=int(peak_memory_bytes(base.device)),
-        resumed=False,
+        resumed=loop is not None,
         packing="none",
         gradient_checkpointing=base.checkpointing,
     )

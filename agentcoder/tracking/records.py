@@ -197,6 +197,22 @@ def mark_stale_failed(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    try:
+        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+    except (TypeError, ValueError):
+        return None
+
+
+def _attempt_summary(prev: dict[str, Any]) -> dict[str, Any]:
+    """One earlier attempt of a run dir, from its run.json: when it ran, how it ended, how long."""
+    ended = prev.get("ended_at") or prev.get("heartbeat_at")
+    duration = prev.get("duration_s")
+    return {"attempt": prev.get("attempt", 1), "status": prev.get("status"), "started_at": prev.get("started_at"),
+            "ended_at": ended,
+            "duration_s": duration if duration is not None else _seconds_between(prev.get("started_at"), ended)}
+
+
 class RunRecord:
     """The `run.json` of one run directory, plus its metrics and error files."""
 
@@ -245,6 +261,9 @@ class RunRecord:
             "duration_s": None,
             "attempt": int(prev.get("attempt", 0)) + 1,
             "resumed_from_status": prev.get("status") if prev else None,
+            # Every earlier attempt of this run dir (a killed one ends at its last heartbeat), so that
+            # the run's time is all of its attempts', not the last one's.
+            "attempts": [*prev.get("attempts", []), _attempt_summary(prev)] if prev.get("started_at") else [],
         }
         record = cls(Path(run_dir), data)
         (record.dir / ERROR_FILE).unlink(missing_ok=True)
@@ -304,6 +323,8 @@ class RunRecord:
             self.data["status"] = status
             self.data["ended_at"] = _now()
             self.data["duration_s"] = round(time.perf_counter() - self._t0, 3)
+            earlier = sum(a.get("duration_s") or 0.0 for a in self.data.get("attempts", []))
+            self.data["total_duration_s"] = round(earlier + self.data["duration_s"], 3)
             try:
                 self.data["hardware"] = hardware()
             except OSError:

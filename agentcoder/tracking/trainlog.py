@@ -169,8 +169,9 @@ def train_log_callback(path: Path) -> Any:
 
     class TrainLogCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-            if state.is_world_process_zero:
-                log.append({"event": "train_begin", "step": state.global_step, "max_steps": state.max_steps})
+            if state.is_world_process_zero:  # a trainer resuming a checkpoint begins past step 0
+                event = "resume" if state.global_step > 0 else "train_begin"
+                log.append({"event": event, "step": state.global_step, "max_steps": state.max_steps})
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if state.is_world_process_zero and logs:

@@ -22,6 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from agentcoder.files import read_json
+from agentcoder.tracking.records import atomic_write_json
 from agentcoder.tracking.result import MethodResult
 from agentcoder.training.selection import ValSelection, keep_best
 from agentcoder.training.setup import (
@@ -150,11 +152,41 @@ def log_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
     return out
 
 
+TRAIN_TIME_FILE = "train_time.json"
+
+
+def train_time_callback() -> Any:
+    """A TrainerCallback that writes the training seconds of every attempt so far into each
+    checkpoint it follows (checkpoint-N/train_time.json), and reads them back when a run resumes one:
+    `earlier_s` + this attempt's time is the run's training time."""
+    from transformers import TrainerCallback
+
+    class TrainTime(TrainerCallback):
+        earlier_s = 0.0
+        t0 = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.t0 = time.perf_counter()
+            if state.global_step > 0:  # resuming checkpoint-<global_step>
+                saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / TRAIN_TIME_FILE
+                self.earlier_s = float((read_json(saved) or {}).get("train_time_s", 0.0))
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                atomic_write_json(folder / TRAIN_TIME_FILE,
+                                  {"train_time_s": round(self.earlier_s + time.perf_counter() - self.t0, 3)})
+
+    return TrainTime()
+
+
 def callbacks(cfg: DictConfig, run_dir: Path, selection: ValSelection, extra: tuple = ()) -> list[Any]:
-    """A TRL trainer's callbacks: the logs, val selection and the caller's extras."""
+    """A TRL trainer's callbacks: the logs, the time kept across attempts, val selection and the
+    caller's extras."""
     train_log, *trackers = log_callbacks(cfg, run_dir)
-    # The trackers come after selection: it logs the last val figures in on_train_end, which closes them.
-    return [train_log, selection, *extra, *trackers]
+    # The clock comes before the extras (a test's kill in on_save); the trackers after selection: it
+    # logs the last val figures in on_train_end, which closes them.
+    return [train_log, train_time_callback(), selection, *extra, *trackers]
 
 
 class LoopLoggers:
@@ -177,7 +209,9 @@ class LoopLoggers:
         for callback in self.callbacks:
             getattr(callback, event)(self.args, self.state, self.control, **kwargs)
 
-    def begin(self, model: Any) -> None:
+    def begin(self, model: Any, step: int = 0) -> None:
+        """The loop starts, at STEP > 0 when it resumes a checkpoint."""
+        self.state.global_step = step
         self._send("on_train_begin", model=model)
 
     def log(self, step: int, figures: dict[str, Any]) -> None:
@@ -222,6 +256,8 @@ def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> T
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     train_time = time.perf_counter() - t0
+    clock = next((c for c in trainer.callback_handler.callbacks if hasattr(c, "earlier_s")), None)
+    earlier_s = clock.earlier_s if clock is not None else 0.0
     state = trainer.state
     # The state restored from a checkpoint carries the tokens of earlier attempts; speed is this attempt's.
     attempt_tokens = state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
@@ -229,7 +265,7 @@ def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> T
     losses = [e["loss"] for e in state.log_history if "loss" in e]
     plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
     return TrainFigures(
-        train_time_s=round(train_time, 3),
+        train_time_s=round(earlier_s + train_time, 3),  # every attempt's
         val_eval_time_s=round(selection.eval_time_s, 3),
         train_tokens=int(state.num_input_tokens_seen),
         train_tokens_per_s=round(attempt_tokens / pure_train, 2),
