@@ -121,6 +121,14 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _world_size() -> int:
+    """The processes torchrun / accelerate launch started for this run (1 when run plainly)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
 def main() -> None:
     sys.argv[1:] = normalize_overrides(sys.argv[1:])
     overrides, flags = split_argv(sys.argv[1:])
@@ -134,6 +142,12 @@ def main() -> None:
                 print(f"agentcoder: config error: {line}", file=sys.stderr)
             sys.exit(2)
         sys.argv.extend(extra)
+        processes = _world_size()
+        if processes > 1 and not showing:
+            print(f"agentcoder: {processes} processes (WORLD_SIZE={processes}): one run on several processes is "
+                  f"not supported yet (every rank would write run.json and evaluate the test split); run one "
+                  f"process per run, or sweep runs side by side with -m", file=sys.stderr)
+            sys.exit(2)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
     code = 0

@@ -30,8 +30,9 @@ update, the training loop, and `run` (data, SFT stage, loop, val selection, test
 run dir: adapter/ (best on val), best.json, train_log.jsonl (one line per iteration: reward
 mean/std, KL, clip fraction, value loss, entropy, ...), reward_curve.png, loss_curve.png,
 predictions.jsonl; the same curves go to every tracker of method.train.report_to (tensorboard/ in
-the run dir), through transformers' logging callbacks as for TRL's trainers.  A killed run starts
-its PPO loop again (no mid-run checkpoints).
+the run dir), through transformers' logging callbacks as for TRL's trainers; checkpoints/iter-N
+(policy adapter, value head, optimizer, schedule, RNGs) every save_steps iterations, from which a
+killed run goes on exactly as if it had not stopped.
 """
 
 from __future__ import annotations
