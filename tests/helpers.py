@@ -108,3 +108,19 @@ def save_random_adapter(cfg: DictConfig, target: Path, std: float, seed: int = 1
                 p.normal_(0, std)
     model.save_pretrained(str(target))
     return target
+
+
+def refuse_network(monkeypatch: Any) -> list[object]:
+    """Make every DNS lookup and socket connect fail, and return the list that records each attempt."""
+    import socket
+
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network used in an offline test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts

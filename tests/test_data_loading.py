@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import zipfile
@@ -17,6 +16,7 @@ from agentcoder.config import DataConfig
 from agentcoder.data import DataError, GoldCall, load_splits
 from agentcoder.data.schema import parse_xlam_type
 from agentcoder.data.xlam import DATASET_PAGE
+from tests.helpers import refuse_network
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,15 +117,7 @@ def test_xlam_hub_unreachable_is_one_line_naming_the_token(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     # Offline must mean no attempt at all (no lookups, no retries with backoff): record any.
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args)
-        raise OSError("network used in an offline test")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    attempts = refuse_network(monkeypatch)
     with pytest.raises(DataError) as err:
         load_splits(run_cfg(XLAM_CFG))
     message = str(err.value)

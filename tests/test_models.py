@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from omegaconf import OmegaConf
 
 from agentcoder.models import LoadedModel, ModelLoadError, load_model, load_tokenizer, resolve_model_path
 from agentcoder.models import embedded as embedded_mod
-from tests.helpers import ROOT, compose_cfg
+from tests.helpers import ROOT, compose_cfg, refuse_network
 
 MODELS = ["smollm2-135m", "qwen2.5-coder-3b", "deepseek-coder-1.3b", "starcoder2-3b"]
 # Published sizes (parameters) of the four architectures, to check the architecture facts.
@@ -215,15 +214,7 @@ def test_unreachable_hub_model_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_never_logged")
     cfg = compose_cfg("model=qwen2.5-coder-3b", "model.hub_id=agentcoder-tests/no-such-model-xyz")
     # Offline must mean no attempt at all (no lookups, no retries with backoff): record any.
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args)
-        raise OSError("network used in an offline test")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    attempts = refuse_network(monkeypatch)
     with pytest.raises(ModelLoadError) as err:
         load_model(cfg, device="cpu")
     message = str(err.value)
