@@ -264,6 +264,12 @@ def load_run(run_dir: Path, name: str | None = None, keep: tuple[str, ...] = ())
     if predictions:
         row["example_set"] = example_set_signature(predictions)
         row["n"] = row["n"] if row["n"] is not None else len(predictions)
+        for key, metric in METRICS.items():
+            # A metric newer than the run's metrics.json, whose rows were rescored since
+            # (scripts/rescore_predictions.py): its share, from the rows.
+            totals = metric.totals(predictions) if row[key] is None else None
+            if totals is not None and totals[1]:
+                row[key], row[f"{key}_n"] = totals[0] / totals[1], totals[1]
     elif row["n"] is not None:
         # No per-example rows: the split and size are the best available stand-in for the set.
         row["example_set"] = f"{row['split'] or '?'}-n{row['n']}"
