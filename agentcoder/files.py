@@ -1,5 +1,6 @@
-"""Atomic file writes and tolerant JSON reads: the one file-I/O floor that records, the secret
-scrubber, evaluation and the comparator all stand on (it imports nothing of agentcoder)."""
+"""Atomic file writes, tolerant JSON reads and the names of a run directory's shared files: the
+one file floor that records, the secret scrubber, evaluation and the comparator all stand on (it
+imports nothing of agentcoder)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+# The files of a run directory that more than one part of the package reads or writes.
+RUN_FILE = "run.json"  # the record: status, config, provenance (tracking/records.py)
+METRICS_FILE = "metrics.json"  # the result (tracking/result.py)
+PREDICTIONS_FILE = "predictions.jsonl"  # one judged test example per line (evaluation/evaluator.py)
+TRAIN_LOG_FILE = "train_log.jsonl"  # one trainer log event per line (tracking/trainlog.py)
 
 # mkstemp creates 0600 files; run files are for every reader of the results, like any new file.
 _UMASK = os.umask(0)

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.checks import problems, short, validate
 from agentcoder.config import CONF_DIR, ConfigError, config_hash, merge_schema
-from agentcoder.files import read_json
-from agentcoder.tracking.records import RUN_FILE, effective_status
+from agentcoder.files import RUN_FILE, read_json
+from agentcoder.tracking.records import effective_status
 
 # Hydra flags that take a value (the value is not an override).
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",

@@ -18,8 +18,7 @@ from omegaconf import OmegaConf
 
 from agentcoder.data import load_splits
 from agentcoder.evaluation.evaluator import judge
-from agentcoder.files import atomic_write_text
-from agentcoder.tracking.records import RUN_FILE
+from agentcoder.files import RUN_FILE, atomic_write_text
 
 VERDICT_KEYS = ("status", "correct", "reason", "function_match", "params_correct", "params_total")
 

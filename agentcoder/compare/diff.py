@@ -12,8 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from agentcoder.compare.runs import PREDICTIONS_FILE, load_run
+from agentcoder.compare.runs import load_run
 from agentcoder.compare.stats import mcnemar_exact, paired_difference
+from agentcoder.files import PREDICTIONS_FILE
 
 
 class DiffError(ValueError):

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agentcoder.compare.runs import TRAIN_LOG_FILE, UNTRAINED, Run
+from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.tables import fraction_label, model_label
+from agentcoder.files import TRAIN_LOG_FILE
 from agentcoder.tracking.trainlog import pyplot, save_png
 
 ACCURACY_PNG = "accuracy_vs_fraction.png"

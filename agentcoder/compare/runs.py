@@ -20,12 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from agentcoder.evaluation.metrics import METRICS
+from agentcoder.files import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, TRAIN_LOG_FILE
 from agentcoder.tracking.result import METRICS_SCHEMA_VERSION
-
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
-TRAIN_LOG_FILE = "train_log.jsonl"
 
 # Methods whose result does not depend on data_fraction (nothing is trained).
 UNTRAINED = frozenset({"baseline"})

@@ -20,8 +20,7 @@ from agentcoder.evaluation.generate import generate_batched, generation_settings
 from agentcoder.evaluation.matcher import PairingMode
 from agentcoder.evaluation.metrics import compute_metrics
 from agentcoder.evaluation.scoring import argument_counts, score_output
-
-PREDICTIONS_FILE = "predictions.jsonl"
+from agentcoder.files import PREDICTIONS_FILE
 
 
 @dataclass

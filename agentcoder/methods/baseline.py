@@ -14,8 +14,9 @@ from agentcoder.tracking.result import MethodResult
 
 def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     from agentcoder.data import load_splits
-    from agentcoder.evaluation.evaluator import PREDICTIONS_FILE, evaluate_run
+    from agentcoder.evaluation.evaluator import evaluate_run
     from agentcoder.evaluation.metrics import format_table
+    from agentcoder.files import PREDICTIONS_FILE
     from agentcoder.models import load_model
 
     splits = load_splits(cfg)

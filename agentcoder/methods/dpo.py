@@ -92,9 +92,10 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     from agentcoder.data import PromptFormat
     from agentcoder.data.rows import sft_rows
     from agentcoder.evaluation.evaluator import select_examples
+    from agentcoder.files import TRAIN_LOG_FILE
     from agentcoder.methods.stages import sft_adapter
     from agentcoder.models import load_tokenizer
-    from agentcoder.tracking.trainlog import TRAIN_LOG_FILE, plot_dpo_curves
+    from agentcoder.tracking.trainlog import plot_dpo_curves
     from agentcoder.training.adapters import load_policy
     from agentcoder.training.pairs import build_pairs, load_or_sample
     from agentcoder.training.selection import ValSelection

@@ -80,7 +80,8 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     from agentcoder.data.rows import rl_dataset
     from agentcoder.evaluation.evaluator import select_examples
     from agentcoder.evaluation.reward import make_reward
-    from agentcoder.tracking.trainlog import REWARD_CURVE_FILE, TRAIN_LOG_FILE, plot_reward_curve
+    from agentcoder.files import TRAIN_LOG_FILE
+    from agentcoder.tracking.trainlog import REWARD_CURVE_FILE, plot_reward_curve
     from agentcoder.training.selection import ValSelection
 
     run_dir, g = record.dir, cfg.method.grpo

@@ -28,13 +28,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.tracking.records import (
-    RUN_FILE,
-    effective_status,
-    mark_stale_failed,
-    read_json,
-    write_early_failure,
-)
+from agentcoder.files import RUN_FILE
+from agentcoder.tracking.records import effective_status, mark_stale_failed, read_json, write_early_failure
 from agentcoder.tracking.secrets import scrub_file
 
 # Filled by on_multirun_start / on_job_end; read by agentcoder.run after the sweep (same process).

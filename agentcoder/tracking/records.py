@@ -26,11 +26,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.config import config_hash
-from agentcoder.files import atomic_write_text, read_json
+from agentcoder.files import METRICS_FILE, RUN_FILE, atomic_write_text, read_json
 from agentcoder.tracking.secrets import scrub
 
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.txt"
 
 TRACKED_PACKAGES = (

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-TRAIN_LOG_FILE = "train_log.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
 REWARD_CURVE_FILE = "reward_curve.png"
 

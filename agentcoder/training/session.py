@@ -143,8 +143,9 @@ def log_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
     """train_log.jsonl, and tensorboard into <run_dir>/tensorboard when method.train.report_to has it
     (where the launcher adds the test figures; transformers' own would be a dated dir in checkpoints/).
     The other trackers of report_to are transformers' integrations, which a Trainer adds itself."""
+    from agentcoder.files import TRAIN_LOG_FILE
     from agentcoder.tracking.trackers import tensorboard_callback
-    from agentcoder.tracking.trainlog import TRAIN_LOG_FILE, train_log_callback
+    from agentcoder.tracking.trainlog import train_log_callback
 
     out: list[Any] = [train_log_callback(run_dir / TRAIN_LOG_FILE)]
     if "tensorboard" in cfg.method.train.report_to:
@@ -248,7 +249,8 @@ def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> T
     import torch
 
     from agentcoder.evaluation.evaluator import peak_memory_bytes
-    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, TRAIN_LOG_FILE, plot_loss_curve
+    from agentcoder.files import TRAIN_LOG_FILE
+    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, plot_loss_curve
 
     run_dir = selection.run_dir
     if base.on_gpu:
@@ -293,9 +295,10 @@ def finish(
     On a full-precision base the adapter is merged first: the same function, without the extra
     LoRA matmuls in every layer (~2x faster on CPU).
     """
-    from agentcoder.evaluation.evaluator import PREDICTIONS_FILE, evaluate_run
+    from agentcoder.evaluation.evaluator import evaluate_run
     from agentcoder.evaluation.metrics import format_table
-    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, TRAIN_LOG_FILE
+    from agentcoder.files import PREDICTIONS_FILE, TRAIN_LOG_FILE
+    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE
 
     method = str(cfg.method.name)
     adapter_dir = keep_best(peft_model, base.tokenizer, run_dir, selection, base.device)
