@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from agentcoder.config import (
     METHODS,
     ConfigError,
+    all_train_params,
     built_methods,
     merge_schema,
     sft_train_params,
@@ -311,13 +312,15 @@ def problems(cfg: DictConfig, *, starting: bool = True) -> list[str]:
     method = Section(cfg.method, "method.")
     check_method(method, starting=starting)
     lines += method.lines
-    if cfg.sft_train:  # the stage's settings as they will train: lora's defaults with sft_train on top
-        s = Section(sft_train_params(cfg, training_defaults()), "sft_train.")
-        check_train(s)
-        if cfg.method.name == "lora":  # method.train holds sft_train already: name the key the user set
-            given = tuple(f"method.train.{key}" for key in cfg.sft_train)
+    # all_train and sft_train values are checked as method.train's, and named by the key the user set
+    # (method.train holds them already when the method trains: those lines go).
+    for key, params in (("all_train", all_train_params), ("sft_train", sft_train_params)):
+        if cfg[key]:
+            s = Section(params(cfg, training_defaults()), f"{key}.")
+            check_train(s)
+            given = tuple(f"method.train.{name}=" for name in cfg[key])
             lines = [ln for ln in lines if not ln.startswith(given)]
-        lines += s.lines
+            lines += [ln for ln in s.lines if ln.split("=", 1)[0].split(" ", 1)[0].removeprefix(f"{key}.") in cfg[key]]
     said = {ln.split("=", 1)[0] for ln in lines}
     plain = OmegaConf.to_container(cfg, resolve=True)
     lines += [f"{key}={value} is not allowed; expected a finite number" for key, value in _floats(plain)

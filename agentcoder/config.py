@@ -266,8 +266,12 @@ class RunConfig:
     resume: bool = True
     resume_from: str | None = None
     cache_dir: str = ""
-    # method.train settings of the SFT stage (conf/config.yaml): applied to method=lora runs and to the
-    # stage dpo/ppo/grpo start from, so a grid's lora jobs and its stages stay one and the same.
+    # method.train settings for every method that trains and for the SFT stage (e.g. a smoke overlay's
+    # step caps; baseline has no method.train, so an overlay could not set method.train for all).
+    all_train: dict[str, Any] = field(default_factory=dict)
+    # method.train settings of the SFT stage (conf/config.yaml), on top of all_train: applied to
+    # method=lora runs and to the stage dpo/ppo/grpo start from, so a grid's lora jobs and its stages
+    # stay one and the same.
     sft_train: dict[str, Any] = field(default_factory=dict)
 
 
@@ -334,10 +338,11 @@ def merge_schema(cfg: DictConfig) -> DictConfig:
     for group in ("model", "quant", "data", "eval"):
         if _get(merged, group) is None:
             raise ConfigError(f"{group} is not set; pick an option of the '{group}' group")
-    if merged.sft_train:
-        sft_train_params(merged)  # a wrong key or type fails here, for every method
-        if method_name == "lora":
-            merged.method.train = OmegaConf.merge(merged.method.train, merged.sft_train)
+    for key in TRAIN_OVERLAYS:
+        _train_keys(merged, key)  # a wrong key or type fails here, for every method
+    if "train" in merged.method:
+        layers = [merged.all_train, *([merged.sft_train] if method_name == "lora" else [])]
+        merged.method.train = _merged_train(merged.method.train, layers, "all_train/sft_train")
     return merged
 
 
@@ -346,16 +351,37 @@ def training_defaults() -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(TrainParams), OmegaConf.load(CONF_DIR / "training" / "default.yaml"))
 
 
-def sft_train_params(cfg: DictConfig, base: Any = None) -> DictConfig:
-    """`sft_train` merged onto BASE (default: the TrainParams schema), or ConfigError (one line)."""
+# The top-level keys that set method.train values for more than one method, in the order they apply.
+TRAIN_OVERLAYS = ("all_train", "sft_train")
+
+
+def _train_keys(cfg: DictConfig, key: str) -> None:
     known = [f.name for f in fields(TrainParams)]
-    for key in cfg.sft_train:
-        if key not in known:
-            raise ConfigError(f"sft_train.{key} is not a method.train setting; expected one of {', '.join(known)}")
+    for name in cfg[key]:
+        if name not in known:
+            raise ConfigError(f"{key}.{name} is not a method.train setting; expected one of {', '.join(known)}")
+
+
+def _merged_train(base: Any, layers: list[Any], where: str) -> DictConfig:
     try:
-        return OmegaConf.merge(base if base is not None else OmegaConf.structured(TrainParams), cfg.sft_train)
+        return OmegaConf.merge(base, *layers)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"sft_train: {_one_line(err)}") from None
+        raise ConfigError(f"{where}: {_one_line(err)}") from None
+
+
+def sft_train_params(cfg: DictConfig, base: Any = None) -> DictConfig:
+    """The SFT stage's method.train: BASE (default: the TrainParams schema) with `all_train` and then
+    `sft_train` on top, or ConfigError (one line)."""
+    for key in TRAIN_OVERLAYS:
+        _train_keys(cfg, key)
+    base = base if base is not None else OmegaConf.structured(TrainParams)
+    return _merged_train(base, [cfg.all_train, cfg.sft_train], "all_train/sft_train")
+
+
+def all_train_params(cfg: DictConfig, base: Any) -> DictConfig:
+    """BASE with `all_train` on top (what every training method's method.train gets)."""
+    _train_keys(cfg, "all_train")
+    return _merged_train(base, [cfg.all_train], "all_train")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -368,6 +394,8 @@ def config_hash(cfg: DictConfig) -> str:
         plain.pop("hydra", None)
         plain.pop("resume", None)
         plain.pop("resume_from", None)
+        if not plain.get("all_train"):  # unset: the hash of a config from before the key existed
+            plain.pop("all_train", None)
         # A method without method.train (baseline) reads no train data: its data_fraction changes
         # nothing, so a grid's three fractions are one job (the later two skip as done).
         if isinstance(plain.get("method"), dict) and "train" not in plain["method"]:

@@ -30,7 +30,7 @@ _OPTIONAL_VALUE = {"--info", "-i", "--shell-completion", "-sc"}
 # Config nodes that are open dicts (empty by default): `sft_train.epochs=1` adds a key, which Hydra
 # only takes as `+sft_train.epochs=1`, unless an experiment overlay set it already, when only a plain
 # override works.  `++` (add or override) is right in both cases; the entrypoint adds it.
-OPEN_DICTS = ("sft_train",)
+OPEN_DICTS = ("all_train", "sft_train")
 
 
 def normalize_overrides(argv: list[str]) -> list[str]:

@@ -66,3 +66,19 @@ def test_validate_raises_with_every_problem_and_problems_lists_them():
     ]
     cfg = validate(compose_cfg("method=lora"))
     assert problems(merge_schema(cfg)) == []
+
+
+@pytest.mark.parametrize("method", ["lora", "dpo", "grpo", "ppo"])
+def test_grid_smoke_caps_every_methods_training_and_its_stage(method):
+    from agentcoder.methods.stages import sft_stage_config
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(f"method={method}", "experiment=grid_smoke")
+    assert cfg.method.train.max_steps == 3
+    assert sft_stage_config(cfg).method.train.max_steps == 3
+
+
+def test_all_train_values_are_checked_and_named_as_set():
+    errors = preflight_errors("method=dpo", "all_train.lr=2")
+    assert errors == ["all_train.lr=2.0 is not allowed; expected a learning rate in (0, 1)"]
+    assert any("all_train.nope is not a method.train setting" in e for e in preflight_errors("all_train.nope=1"))
