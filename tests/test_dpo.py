@@ -188,6 +188,7 @@ def test_reference_is_the_sft_policy_and_stays_it(tiny_model_dir, sft_adapter_di
     assert len(margins) == 3 and margins[0] == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.slow  # real runs through the launcher: over 15 s here
 def test_dpo_reuses_the_matching_lora_run_only(tiny_model_dir, bfcl_cache, tmp_path):
     from agentcoder.methods.stages import find_sft
     from tests.test_launcher import launch

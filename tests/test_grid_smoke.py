@@ -30,6 +30,23 @@ def smoke_args(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
             f"data.embedded.sha256={sha}", f"cache_dir={cache}"]
 
 
+def test_every_method_once_then_compare(smoke_args, tmp_path):
+    """The one end-to-end test of the fast suite: each method once on the tiny model (the SFT stage
+    trained by the lora job and reused by dpo/grpo/ppo), then the comparator's report over them."""
+    sweep = tmp_path / "multirun"
+    proc = launch("-m", *smoke_args, "method=baseline,lora,dpo,grpo,ppo", "quant=none", "data_fraction=1.0",
+                  f"hydra.sweep.dir={sweep}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "5 completed, 0 failed, 0 skipped" in proc.stdout, proc.stdout[-2000:]
+    assert proc.stdout.count("SFT stage reused") == 3, proc.stdout[-3000:]
+    out = tmp_path / "cmp"
+    compare([str(sweep), "--out", str(out), "--report", "--resamples", "200"])
+    table = pd.read_csv(out / "comparison.csv")
+    assert sorted(table["method"]) == ["baseline", "dpo", "grpo", "lora", "ppo"]
+    assert "Do DPO / PPO / GRPO beat LoRA?" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_grid_smoke_sweep_then_compare(smoke_args, tmp_path):
     sweep = tmp_path / "multirun"
     proc = launch("-m", *smoke_args, f"hydra.sweep.dir={sweep}", timeout=1200)
@@ -63,6 +80,7 @@ def test_grid_smoke_sweep_then_compare(smoke_args, tmp_path):
     assert "Does LoRA help" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_two_grid_smoke_jobs(smoke_args, tmp_path):
     """hydra/launcher=local is conf/hydra/launcher/slurm.yaml's local twin: each job a process of its own."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
