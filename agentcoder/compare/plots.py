@@ -165,23 +165,16 @@ def plot_efficiency(table: pd.DataFrame, path: Path) -> Path | None:
     return save_png(fig, path, dpi=DPI)
 
 
-def _log_series(entries: list[dict], key: str) -> tuple[list[int], list[float]]:
-    # A resumed run re-logs the steps after its checkpoint: the later line for a step wins.
-    by_step = {int(e["step"]): float(e[key]) for e in entries if e.get(key) is not None and "step" in e}
-    steps = sorted(by_step)
-    return steps, [by_step[s] for s in steps]
-
-
 def plot_training_curves(runs: list[Run], path: Path) -> Path | None:
     """Train loss (top) and val exact match (bottom), a column per method, a line per run."""
-    from agentcoder.tracking.trainlog import read_train_log
+    from agentcoder.tracking.trainlog import read_train_log, series
 
     logs = []
     for run in runs:
         if run.row["status"] != "completed" or not run.row.get("has_train_log"):
             continue
         entries = read_train_log(run.dir / TRAIN_LOG_FILE)
-        loss, val = _log_series(entries, "loss"), _log_series(entries, "val_exact_match")
+        loss, val = series(entries, "loss"), series(entries, "val_exact_match")
         if loss[0] or val[0]:
             logs.append((run.row, loss, val))
     if not logs:

@@ -46,9 +46,10 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _series(entries: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    # A resumed run re-logs the steps after its checkpoint: the later line for a step wins.
-    by_step = {int(e["step"]): float(e[key]) for e in entries if key in e and "step" in e}
+def series(entries: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of KEY in a train log's ENTRIES.  A resumed run re-logs the steps after its
+    checkpoint: the later line for a step wins."""
+    by_step = {int(e["step"]): float(e[key]) for e in entries if e.get(key) is not None and "step" in e}
     steps = sorted(by_step)
     return steps, [by_step[s] for s in steps]
 
@@ -56,8 +57,8 @@ def _series(entries: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
 def plot_loss_curve(log_path: Path, png_path: Path) -> Path | None:
     """Training loss (and val exact match, right axis) per step; None when nothing was logged."""
     entries = read_train_log(log_path)
-    steps, loss = _series(entries, "loss")
-    vsteps, vem = _series(entries, "val_exact_match")
+    steps, loss = series(entries, "loss")
+    vsteps, vem = series(entries, "val_exact_match")
     if not steps and not vsteps:
         return None
     plt = pyplot()
@@ -81,11 +82,11 @@ def plot_reward_curve(log_path: Path, png_path: Path) -> Path | None:
     """RL training: mean reward (with its std as a band) and the KL to the reference (right axis)
     per step, from the `reward`, `reward_std` and `kl` entries; None when no reward was logged."""
     entries = read_train_log(log_path)
-    steps, reward = _series(entries, "reward")
+    steps, reward = series(entries, "reward")
     if not steps:
         return None
-    _, std = _series([e for e in entries if "reward" in e], "reward_std")
-    ksteps, kl = _series(entries, "kl")
+    _, std = series([e for e in entries if "reward" in e], "reward_std")
+    ksteps, kl = series(entries, "kl")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     marker = "." if len(steps) < 50 else None
@@ -109,11 +110,11 @@ def plot_reward_curve(log_path: Path, png_path: Path) -> Path | None:
 def plot_dpo_curves(log_path: Path, png_path: Path) -> Path | None:
     """DPO's loss, and its reward margin and accuracy (right axis), per step; None when nothing was logged."""
     entries = read_train_log(log_path)
-    steps, loss = _series(entries, "loss")
-    msteps, margin = _series(entries, "rewards/margins")
+    steps, loss = series(entries, "loss")
+    msteps, margin = series(entries, "rewards/margins")
     if not msteps:
         return None
-    _, accuracy = _series(entries, "rewards/accuracies")
+    _, accuracy = series(entries, "rewards/accuracies")
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax.plot(steps, loss, color="tab:blue", marker="." if len(steps) < 50 else None)
