@@ -282,6 +282,7 @@ class RunConfig:
 class MethodSpec:
     schema: type  # the dataclass `method.*` is validated against
     module: str | None  # the recipe, `run(cfg, record) -> MethodResult`; None: planned, not built yet
+    uses_torch: bool = True  # False: the run seeds python/numpy only and never imports torch
 
 
 # Every `method=<name>` the launcher knows.  Adding a method is one recipe module under
@@ -293,7 +294,8 @@ METHODS: dict[str, MethodSpec] = {
     "dpo": MethodSpec(DpoMethod, "agentcoder.methods.dpo"),
     "ppo": MethodSpec(PpoMethod, "agentcoder.methods.ppo"),
     "grpo": MethodSpec(GrpoMethod, "agentcoder.methods.grpo"),
-    "debug": MethodSpec(DebugMethod, "agentcoder.methods.debug"),  # launcher self-test, loads no model
+    # The launcher's self-test: loads no model, so a test sweep of it starts in under a second.
+    "debug": MethodSpec(DebugMethod, "agentcoder.methods.debug", uses_torch=False),
 }
 
 

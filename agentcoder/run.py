@@ -21,18 +21,26 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.checks import validate
-from agentcoder.config import CONF_DIR, ConfigError, config_hash
+from agentcoder.config import CONF_DIR, METHODS, ConfigError, config_hash
 from agentcoder.preflight import check_overrides, normalize_overrides, split_argv
 from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
 from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
 from agentcoder.tracking.secrets import scrub_file
 
 
-def seed_everything(seed: int) -> None:
-    """python, numpy, torch and every CUDA device (transformers' set_seed)."""
-    from transformers import set_seed
+def seed_everything(seed: int, *, torch: bool = True) -> None:
+    """python, numpy, torch and every CUDA device (transformers' set_seed); TORCH=False (a method
+    that never uses it) seeds python and numpy only, without importing torch."""
+    if torch:
+        from transformers import set_seed
 
-    set_seed(seed)
+        set_seed(seed)
+        return
+    import random
+
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
 
 
 # The hub libraries' offline switches: read when called (peft, datasets) or at import (huggingface_hub).
@@ -95,7 +103,7 @@ def run_task(raw_cfg: DictConfig) -> float | None:
     from agentcoder.methods import load_method
 
     with RunRecord.start(run_dir, cfg, facts) as record, hub_offline(cfg):
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed, torch=METHODS[cfg.method.name].uses_torch)
         result = load_method(cfg.method.name).run(cfg, record)
         if cfg.method.name == "lora":  # its adapter: the SFT stage later dpo/ppo/grpo runs of its settings reuse
             from agentcoder.methods.stages import register_sft

@@ -205,3 +205,14 @@ def test_several_processes_are_refused_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "WORLD_SIZE=2" in lines[0], proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_launchers_self_test_never_imports_torch(tmp_path):
+    # method=debug is what the launcher tests sweep: each of its jobs must start without the ML stack.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentcoder.run", "method=debug",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "agentcoder.tracking.records" in imported and not {"torch", "transformers"} & imported
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "completed"
