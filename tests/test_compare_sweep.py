@@ -40,7 +40,6 @@ def test_every_job_of_a_grid_overlay_composes(experiment):
         assert cfg.model.init == "random" and cfg.eval.limit <= 8
 
 
-@pytest.mark.slow  # real runs through the launcher: over 15 s here
 def test_grid_expands_and_compare_lists_its_failures(tmp_path):
     """The overlay's sweeper params expand in a real sweep (method=debug on the command line replaces its
     method list, so nothing loads a model). debug, like baseline, trains nothing: its data_fraction

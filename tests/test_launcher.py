@@ -162,7 +162,6 @@ def _statuses(sweep: Path) -> dict[str, str]:
     return {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.glob("*/run.json")}
 
 
-@pytest.mark.slow  # real runs through the launcher: over 15 s here
 def test_sweep_survives_failures_and_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "method=debug", "method.fail=false,true", "method.value=1,2", f"hydra.sweep.dir={sweep}"]
@@ -187,7 +186,6 @@ def test_sweep_survives_failures_and_resumes(tmp_path):
     assert sorted(attempts) == [2, 2, 3, 3]
 
 
-@pytest.mark.slow  # real runs through the launcher: over 15 s here
 def test_changed_config_in_same_sweep_dir_reruns(tmp_path):
     sweep = tmp_path / "sweep"
     assert launch("-m", "method=debug", "method.value=1", f"hydra.sweep.dir={sweep}").returncode == 0

@@ -119,7 +119,6 @@ def test_a_run_on_another_host_is_stale_once_its_heartbeat_stops():
     assert is_stale(data, now=beat + STALE_AFTER_S + 1)
 
 
-@pytest.mark.slow  # real runs through the launcher: over 15 s here
 def test_sweep_rerun_treats_a_stale_run_as_failed(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "method=debug", "seed=1,2", f"hydra.sweep.dir={sweep}"]
@@ -157,7 +156,6 @@ def test_a_second_sweep_into_a_locked_dir_stops(tmp_path):
     assert not list(sweep.glob("*/run.json"))
 
 
-@pytest.mark.slow  # real runs through the launcher: over 15 s here
 def test_prepending_a_sweep_value_skips_the_completed_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     assert cli("-m", "method=debug", "seed=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
