@@ -320,7 +320,8 @@ def problems(cfg: DictConfig, *, starting: bool = True) -> list[str]:
             check_train(s)
             given = tuple(f"method.train.{name}=" for name in cfg[key])
             lines = [ln for ln in lines if not ln.startswith(given)]
-            lines += [ln for ln in s.lines if ln.split("=", 1)[0].split(" ", 1)[0].removeprefix(f"{key}.") in cfg[key]]
+            mine = tuple(f"{key}.{name}{sep}" for name in cfg[key] for sep in ("=", " "))  # "... has 'x'"
+            lines += [ln for ln in s.lines if ln.startswith(mine)]
     said = {ln.split("=", 1)[0] for ln in lines}
     plain = OmegaConf.to_container(cfg, resolve=True)
     lines += [f"{key}={value} is not allowed; expected a finite number" for key, value in _floats(plain)

@@ -75,27 +75,9 @@ def run_names(run_dirs: list[Path], paths: list[Path]) -> dict[Path, str]:
 # metrics.json schema versions this comparator reads (tracking/result.py writes the newest); a run
 # without one predates versioning and reads as version 1.
 KNOWN_SCHEMA_VERSIONS = tuple(range(1, METRICS_SCHEMA_VERSION + 1))
-# A JSON value nested deeper than this is not a run file (json would recurse until the stack ends).
-MAX_JSON_DEPTH = 64
-
-
-def _too_deep(text: str) -> bool:
-    depth = peak = 0
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-            peak = max(peak, depth)
-            if peak > MAX_JSON_DEPTH:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
-
-
 def parse_json(text: str) -> Any:
-    """TEXT as JSON, or None when it is not JSON or is nested past MAX_JSON_DEPTH."""
-    if _too_deep(text):
-        return None
+    """TEXT as JSON, or None when it is not JSON or is nested too deep to parse (json's decoder
+    raises RecursionError then, cleanly)."""
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
@@ -234,7 +216,7 @@ def load_run(run_dir: Path, name: str | None = None, keep: tuple[str, ...] = ())
 
     overall = overall or {}
     version = (metrics or {}).get("schema_version", 1)
-    bad = _non_finite({**{k: overall.get(k) for k in overall}, "seed": row["seed"],
+    bad = _non_finite({**overall, "seed": row["seed"],
                        "data_fraction": row["data_fraction"]})
     if row["status"] == "completed" and version not in KNOWN_SCHEMA_VERSIONS:
         row["status"], row["error"] = "left out", f"schema_version {short_value(version)} (this comparator reads " \
