@@ -177,7 +177,8 @@ class PpoParams:
     lam: float = 0.95  # GAE lambda
     ppo_epochs: int = 4  # passes over each rollout batch
     rollout_batch_size: int = 16  # prompts sampled per iteration (one completion each)
-    max_new_tokens: int = 128
+    # Rollouts are as long as the answers evaluated (eval.max_new_tokens) unless set.
+    max_new_tokens: int = "${eval.max_new_tokens}"  # type: ignore[assignment]  # OmegaConf interpolation
     temperature: float = 1.0
     max_grad_norm: float = 1.0
     # Subtracted from the score of a completion that ends without a stop token (cut at max_new_tokens),
@@ -194,7 +195,7 @@ class GrpoParams:
     beta: float = 0.04  # KL to the frozen SFT reference (0: no reference pass)
     epsilon: float = 0.2  # ratio clip
     temperature: float = 1.0
-    max_completion_length: int = 128
+    max_completion_length: int = "${eval.max_new_tokens}"  # type: ignore[assignment]  # as ppo's rollouts
     use_vllm: bool = False  # generate with vLLM (needs `pip install vllm` and a GPU)
     vllm_mode: str = "colocate"  # colocate: in the training process | server: `trl vllm-serve`
     vllm_gpu_memory_utilization: float = 0.3  # colocate: share of GPU memory vLLM takes

@@ -82,3 +82,17 @@ def test_all_train_values_are_checked_and_named_as_set():
     errors = preflight_errors("method=dpo", "all_train.lr=2")
     assert errors == ["all_train.lr=2.0 is not allowed; expected a learning rate in (0, 1)"]
     assert any("all_train.nope is not a method.train setting" in e for e in preflight_errors("all_train.nope=1"))
+
+
+@pytest.mark.parametrize(("method", "key"), [("grpo", "grpo.max_completion_length"), ("ppo", "ppo.max_new_tokens")])
+def test_rl_sampling_is_as_long_as_eval_unless_set(method, key):
+    from omegaconf import OmegaConf
+
+    from tests.helpers import compose_cfg
+
+    def length(*overrides: str) -> int:
+        return OmegaConf.select(validate(compose_cfg(f"method={method}", *overrides)).method, key)
+
+    assert length() == 128
+    assert length("experiment=grid_smoke") == 16  # the smoke grid's 16 new tokens cap RL sampling too
+    assert length("eval.max_new_tokens=32", f"method.{key}=8") == 8

@@ -34,20 +34,13 @@ def test_every_method_once_then_compare(smoke_args, tmp_path):
     """The one end-to-end test of the fast suite: each method once on the tiny model (the SFT stage
     trained by the lora job and reused by dpo/grpo/ppo), then the comparator's report over them."""
     sweep = tmp_path / "multirun"
-    common = ("quant=none", "data_fraction=1.0", f"hydra.sweep.dir={sweep}")
-    # One sweep dir, one launch per method so each can cap its own sampling lengths (16 new tokens).
-    caps = {
-        "baseline,lora": (),
-        "dpo": ("method.dpo.num_samples=2", "method.dpo.max_completion_length=16"),
-        "grpo": ("method.grpo.num_generations=2", "method.grpo.max_completion_length=16"),
-        "ppo": ("method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=16"),
-    }
-    reused = 0
-    for methods, extra in caps.items():
-        proc = launch("-m", *smoke_args, f"method={methods}", *common, *extra, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert " 0 failed" in proc.stdout, proc.stdout[-2000:]
-        reused += proc.stdout.count("SFT stage reused")
+    # One launch: grid_smoke caps every method's training (all_train) and its sampling lengths
+    # (eval.max_new_tokens, which dpo/grpo/ppo sample up to unless set).
+    proc = launch("-m", *smoke_args, "method=baseline,lora,dpo,grpo,ppo", "quant=none", "data_fraction=1.0",
+                  f"hydra.sweep.dir={sweep}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "5 completed, 0 failed" in proc.stdout, proc.stdout[-2000:]
+    reused = proc.stdout.count("SFT stage reused")
     assert reused == 3  # the lora job's adapter is the stage of dpo, grpo and ppo
     out = tmp_path / "cmp"
     compare([str(sweep), "--out", str(out), "--report", "--resamples", "200"])
