@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder import ranks
 from agentcoder.config import (
     METHODS,
     ConfigError,
@@ -283,6 +284,10 @@ def check_method(s: Section, *, starting: bool) -> None:
         s.need("train.batch_size", _int(bs), "a positive int (rows per PPO forward)")
     if starting and METHODS[name].module is None:
         s.lines.append(f"method={name} is not available yet (planned); built methods: {', '.join(built_methods())}")
+    n = ranks.world_size()
+    if starting and n > 1 and not METHODS[name].several_processes:
+        s.lines.append(f"method={name} runs on one process, and this launch started {n} (WORLD_SIZE={n}); "
+                       f"run it with plain python, or sweep runs side by side with -m")
 
 
 def _floats(node: Any, key: str = "") -> Iterator[tuple[str, float]]:

@@ -210,6 +210,7 @@ class BaselineMethod:
 class DebugMethod:
     name: str = "debug"
     fail: bool = False
+    fail_rank: int | None = None  # with fail: only this rank of a run on several processes fails
     value: float = 0.0
 
 
@@ -284,6 +285,7 @@ class MethodSpec:
     schema: type  # the dataclass `method.*` is validated against
     module: str | None  # the recipe, `run(cfg, record) -> MethodResult`; None: planned, not built yet
     uses_torch: bool = True  # False: the run seeds python/numpy only and never imports torch
+    several_processes: bool = True  # runs as one run on several processes (torchrun / accelerate launch)
 
 
 # Every `method=<name>` the launcher knows.  Adding a method is one recipe module under
@@ -293,7 +295,8 @@ METHODS: dict[str, MethodSpec] = {
     "baseline": MethodSpec(BaselineMethod, "agentcoder.methods.baseline"),
     "lora": MethodSpec(LoraMethod, "agentcoder.methods.lora"),
     "dpo": MethodSpec(DpoMethod, "agentcoder.methods.dpo"),
-    "ppo": MethodSpec(PpoMethod, "agentcoder.methods.ppo"),
+    # PPO's loop is the project's own and single-process: refused under several (README, docs/methods.md).
+    "ppo": MethodSpec(PpoMethod, "agentcoder.methods.ppo", several_processes=False),
     "grpo": MethodSpec(GrpoMethod, "agentcoder.methods.grpo"),
     # The launcher's self-test: loads no model, so a test sweep of it starts in under a second.
     "debug": MethodSpec(DebugMethod, "agentcoder.methods.debug", uses_torch=False),

@@ -2,6 +2,7 @@
 
     python -m agentcoder.run method=lora quant=4bit
     python -m agentcoder.run -m method=baseline,lora data_fraction=0.1,1.0
+    torchrun --nproc_per_node 2 -m agentcoder.run method=lora     # one run on two processes (ranks.py)
 
 Everything before dispatch stays free of torch so that `--help`, `--cfg job` and config errors
 answer in about a second.
@@ -20,6 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder import ranks
 from agentcoder.checks import validate
 from agentcoder.config import CONF_DIR, METHODS, ConfigError, config_hash
 from agentcoder.preflight import check_overrides, normalize_overrides, split_argv
@@ -91,7 +93,9 @@ def run_task(raw_cfg: DictConfig) -> float | None:
     cfg = validate(raw_cfg)  # also a sweep combination preflight did not compose
     run_dir, facts = _hydra_facts()
 
-    previous = mark_stale_failed(run_dir)  # a run killed outright reads as failed, and is re-run
+    # Under several processes every rank works in rank 0's run dir, and decides from rank 0's reading of it.
+    run_dir = Path(ranks.broadcast(str(run_dir)))
+    previous = ranks.broadcast(mark_stale_failed(run_dir) if ranks.is_main() else None)  # killed: failed, re-run
     if previous and previous.get("status") == "running":
         raise RuntimeError(f"{run_dir} holds a live run (pid {previous.get('pid')} on {previous.get('host')})")
     if cfg.resume and previous and previous.get("status") == "completed":
@@ -105,13 +109,9 @@ def run_task(raw_cfg: DictConfig) -> float | None:
     with RunRecord.start(run_dir, cfg, facts) as record, hub_offline(cfg):
         seed_everything(cfg.seed, torch=METHODS[cfg.method.name].uses_torch)
         result = load_method(cfg.method.name).run(cfg, record)
-        if cfg.method.name == "lora":  # its adapter: the SFT stage later dpo/ppo/grpo runs of its settings reuse
-            from agentcoder.methods.stages import register_sft
-
-            register_sft(cfg, Path(result.artifacts["adapter"]), run_dir)
         metrics = result.to_metrics()
         report_to = list(OmegaConf.select(cfg, "method.train.report_to", default=None) or [])
-        if report_to:
+        if report_to and ranks.is_main():
             from agentcoder.tracking.trackers import report_final
 
             steps = int((result.training or {}).get("steps") or 0)
@@ -129,12 +129,22 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def _world_size() -> int:
-    """The processes torchrun / accelerate launch started for this run (1 when run plainly)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
+def _start_ranks(multirun: bool) -> None:
+    """One run on several processes: refuse a sweep, open the process group (Hydra's run dir needs it:
+    tracking/callbacks.new_dir), and leave Hydra's own files (.hydra/, the job log) to rank 0."""
+    n = ranks.world_size()
+    if multirun:
+        if ranks.is_main():
+            print(f"agentcoder: -m under {n} processes (WORLD_SIZE={n}): a sweep runs its jobs side by side, "
+                  f"one process each; launch one run per torchrun / accelerate launch", file=sys.stderr)
+        sys.exit(2)
+    backend = ranks.start()
+    if ranks.is_main():
+        print(f"[agentcoder] one run on {n} processes ({backend})")
+    else:  # rank 0 speaks for the run: the others' prints and progress bars would only repeat it
+        sys.argv.extend(["hydra.output_subdir=null", "hydra/job_logging=stdout"])
+        os.environ.update(TQDM_DISABLE="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def main() -> None:
@@ -146,16 +156,12 @@ def main() -> None:
             extra = check_overrides(CONF_DIR, overrides, starting=not showing,
                                     multirun=bool({"-m", "--multirun"} & set(flags)))
         except ConfigError as err:
-            for line in str(err).splitlines():
+            for line in str(err).splitlines() if ranks.is_main() else ():  # once, not once per process
                 print(f"agentcoder: config error: {line}", file=sys.stderr)
             sys.exit(2)
         sys.argv.extend(extra)
-        processes = _world_size()
-        if processes > 1 and not showing:
-            print(f"agentcoder: {processes} processes (WORLD_SIZE={processes}): one run on several processes is "
-                  f"not supported yet (every rank would write run.json and evaluate the test split); run one "
-                  f"process per run, or sweep runs side by side with -m", file=sys.stderr)
-            sys.exit(2)
+        if ranks.world_size() > 1 and not showing:
+            _start_ranks(bool({"-m", "--multirun"} & set(flags)))
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
     code = 0

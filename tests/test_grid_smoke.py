@@ -100,3 +100,22 @@ def test_submitit_local_launcher_runs_two_grid_smoke_jobs(smoke_args, tmp_path):
     compare([str(sweep), "--out", str(out), "--no-plots"])
     table = pd.read_csv(out / "comparison.csv")
     assert sorted(table["method"]) == ["baseline", "lora"]
+
+
+def test_parallel_lora_and_dpo_jobs_train_their_stage_once(smoke_args, tmp_path):
+    """Under a parallel launcher (each job a process, started together) a dpo job and the lora job of
+    its stage's settings: one trains the stage holding its lock, the other waits for it and reuses it."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "multirun"
+    # seed=5: a stage no other test of the module registered in the shared cache
+    proc = launch("-m", *smoke_args, "hydra/launcher=local", "method=lora,dpo", "quant=none", "seed=5",
+                  "data_fraction=1.0", f"hydra.sweep.dir={sweep}", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {r["method"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/run.json"))}
+    assert sorted(records) == ["dpo", "lora"] and all(r["status"] == "completed" for r in records.values())
+    lora_trained = "stage" not in records["lora"]  # else it evaluated the adapter the dpo job's stage trained
+    dpo_trained = records["dpo"]["stage"]["trained_here"]
+    assert lora_trained + dpo_trained == 1, (records["lora"].get("stage"), records["dpo"]["stage"])
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.out"))
+    print("\n".join(ln for ln in logs.splitlines() if "SFT stage" in ln))  # the note shows these lines
+    assert "SFT stage reused" in logs

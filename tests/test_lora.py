@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from omegaconf import OmegaConf
 
 from agentcoder.assets import sha256_file
 from tests.helpers import compose_cfg
@@ -38,7 +39,7 @@ def run_lora(cfg: Any, run_dir: Path, **kwargs: Any) -> tuple[dict, dict]:
     from agentcoder.tracking.records import RunRecord
 
     record = RunRecord.start(run_dir, cfg, {})
-    result = lora.run(cfg, record, **kwargs)
+    result = lora.fit_adapter(cfg, record, **kwargs)
     return result.to_metrics(), record.data
 
 
@@ -320,3 +321,34 @@ def test_tokens_per_batch_auto_is_smaller_on_cpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
         _, fitted = fit_lengths(compose_cfg("method=lora"), lengths)
         assert fitted["batch_size"] == tokens // 1024
+
+
+def test_a_lora_job_evaluates_the_registered_adapter_of_its_settings(tiny_model_dir, tmp_path):
+    """A staged job (or an earlier lora job) trained and registered the adapter: a method=lora job of
+    the same settings evaluates it instead of training again, and reports the training it had;
+    resume=false trains anyway."""
+    from agentcoder.files import METRICS_FILE
+    from agentcoder.methods import lora
+    from agentcoder.methods.registry import register_sft
+    from agentcoder.tracking.records import RunRecord
+    from tests.helpers import save_random_adapter
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cfg = lora_cfg(tiny_model_dir, (cache, sha256_file(build_wheel(cache, SIZES))), "method.train.max_steps=2")
+    trainer_dir = tmp_path / "dpo_run" / "sft_stage"
+    adapter = save_random_adapter(cfg, trainer_dir / "adapter", std=0.1)
+    (trainer_dir / METRICS_FILE).write_text(json.dumps({"training": {"steps": 7, "train_time_s": 1.5}}))
+    (trainer_dir / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    register_sft(cfg, adapter, trainer_dir)
+
+    run_dir = tmp_path / "lora_job"
+    result = lora.run(cfg, RunRecord.start(run_dir, cfg, {}))
+    assert result.training == {"steps": 7, "train_time_s": 1.5}
+    assert result.details["stage"]["trained_here"] is False and result.artifacts["adapter"] == str(adapter.resolve())
+    assert not (run_dir / "checkpoints").exists() and (run_dir / "train_log.jsonl").is_file()
+    assert len((run_dir / "predictions.jsonl").read_text().splitlines()) == result.overall["n"]
+
+    fresh = tmp_path / "lora_again"
+    again = lora.run(OmegaConf.merge(cfg, {"resume": False}), RunRecord.start(fresh, cfg, {}))
+    assert again.training["steps"] == 2 and (fresh / "checkpoints").is_dir()

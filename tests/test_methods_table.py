@@ -37,7 +37,7 @@ def test_a_sweeper_receives_the_objective_metric_and_run_json_holds_the_resolved
     assert [job.return_value for job in jobs] == [0.25, 0.75]
 
     record = json.loads((tmp_path / "1" / "run.json").read_text())
-    assert record["config"]["method"] == {"name": "debug", "fail": False, "value": 0.75}
+    assert record["config"]["method"] == {"name": "debug", "fail": False, "fail_rank": None, "value": 0.75}
     assert record["config"]["eval"]["objective"] == "exact_match"
     assert "${" not in json.dumps(record["config"])  # resolved, e.g. cache_dir
     metrics = json.loads((tmp_path / "1" / "metrics.json").read_text())

@@ -44,3 +44,43 @@ def test_a_vanished_adapter_is_not_reused(tmp_path):
     adapter = fake_lora_run(lora, tmp_path / "run")
     shutil.rmtree(adapter)
     assert find_sft(compose_cfg("method=dpo", cache_dir=tmp_path)) is None
+
+
+def test_a_job_waits_for_the_stage_lock_and_stops_waiting_when_its_holder_went_stale(tmp_path, monkeypatch, capsys):
+    """The lock is held by another process (here one that sleeps) for a run whose record says running
+    but whose process is gone, as after a kill on another host: the waiter says what it waits for,
+    then stops with an error instead of waiting forever."""
+    import json
+    import subprocess
+    import sys
+
+    import pytest
+
+    from agentcoder.methods import registry
+
+    monkeypatch.setattr(registry, "WAIT_POLL_S", 0.1)
+    cfg = compose_cfg("method=lora", cache_dir=tmp_path)
+    key = stage_key(cfg)
+    entry = tmp_path / "stages" / f"sft-{key}.json"
+    entry.parent.mkdir(parents=True)
+    hold = ("import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(entry.with_suffix(".lock"))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        holder_run = tmp_path / "holder_run"
+        holder_run.mkdir()
+        import platform
+
+        (holder_run / "run.json").write_text(json.dumps({"status": "running", "pid": int(dead.stdout), "host":
+                                                         platform.node(), "started_at": "2026-01-01T00:00:00+00:00"}))
+        entry.with_suffix(".holder.json").write_text(json.dumps({"run_dir": str(holder_run), "pid": 1, "host": "h"}))
+        with pytest.raises(RuntimeError, match="stopped without a final status"):
+            with registry.stage_lock(cfg, key, tmp_path / "waiter", "dpo"):
+                pass
+        assert f"SFT stage {key} is being trained by {holder_run}" in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()

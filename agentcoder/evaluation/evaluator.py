@@ -1,7 +1,8 @@
 """Evaluate a model on examples: render -> batched generate -> parse -> match -> metrics.
 
 The same function serves `method=baseline`, LoRA's validation checks and its final test run,
-so every number in a comparison comes from one code path.
+so every number in a comparison comes from one code path.  Under several processes each rank
+generates its share of the examples and every rank gets all rows back (agentcoder/ranks.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agentcoder import ranks
 from agentcoder.data.example import Example
 from agentcoder.evaluation.generate import generate_batched, generation_settings
 from agentcoder.evaluation.matcher import PairingMode
@@ -96,18 +98,21 @@ def evaluate(
     """
     from agentcoder.data.prompts import render_prompt
 
-    prompts = [render_prompt(ex, tokenizer, tool_format) for ex in examples]
+    # Rows are dealt out across ranks (every world_size-th), so each rank gets long and short prompts alike.
+    mine = ranks.shard(len(examples))
+    prompts = [render_prompt(examples[i], tokenizer, tool_format) for i in mine]
     probe = latency_probe_ids(examples, latency_probe) if latency_probe else set()
-    solo = [i for i, ex in enumerate(examples) if ex.id in probe]
+    solo = [j for j, i in enumerate(mine) if examples[i].id in probe]
     device = next(model.parameters()).device
     rows: list[dict[str, Any] | None] = [None] * len(examples)
     t0 = time.perf_counter()
     for gen in generate_batched(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, token_budget=token_budget,
-        solo=solo, progress=progress, desc=desc,
+        solo=solo, progress=progress and ranks.is_main(), desc=desc,
     ):
-        ex = examples[gen.index]
-        rows[gen.index] = {
+        index = mine[gen.index]
+        ex = examples[index]
+        rows[index] = {
             "id": ex.id,
             "category": ex.category,
             "prompt_tokens": gen.prompt_tokens,
@@ -121,8 +126,15 @@ def evaluate(
         }
     # Rounded before use, so the recorded wall time and the rates derived from it agree.
     wall = round(time.perf_counter() - t0, 6)
+    peak = peak_memory_bytes(device)
+    if ranks.world_size() > 1:  # every rank's rows; the slowest rank's time, the largest rank's memory
+        shares = [got for per_rank in ranks.gather([(wall, peak, [(i, rows[i]) for i in mine])]) for got in per_rank]
+        wall, peak = max(w for w, _, _ in shares), max(m for _, m, _ in shares)
+        for _, _, share in shares:
+            for i, row in share:
+                rows[i] = row
     done = [r for r in rows if r is not None]
-    metrics = compute_metrics(done, wall_time_s=wall, peak_memory_bytes=peak_memory_bytes(device))
+    metrics = compute_metrics(done, wall_time_s=wall, peak_memory_bytes=peak)
     metrics["overall"]["wall_time_s"] = wall
     metrics["parallel_matching"] = parallel_matching
     metrics["generation"] = {**generation_settings(), "max_new_tokens": max_new_tokens}  # what decoded
@@ -144,5 +156,6 @@ def evaluate_run(cfg: Any, model: Any, tokenizer: Any, splits: Any, run_dir: Pat
         batch_size=cfg.eval.batch_size, token_budget=cfg.eval.token_budget, latency_probe=cfg.eval.latency_probe,
         parallel_matching=cfg.eval.parallel_matching, desc=f"eval {cfg.eval.split}",
     )
-    write_predictions(Path(run_dir) / PREDICTIONS_FILE, result.rows)
+    if ranks.is_main():
+        write_predictions(Path(run_dir) / PREDICTIONS_FILE, result.rows)
     return result

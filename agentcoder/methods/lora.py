@@ -16,8 +16,10 @@ Top to bottom (the shared pieces live in agentcoder/training):
               method=baseline; the best adapter is kept in <run_dir>/adapter;
   5. test   - the best adapter on cfg.eval.split, exactly as method=baseline evaluates.
 
-Whoever runs it registers the adapter as the SFT stage dpo/ppo/grpo runs of the same settings
-start from (methods/stages.py): the launcher after a method=lora job, a staged run that trains its stage.
+A method=lora job first looks in the SFT-stage registry (methods/registry.py), holding the stage's
+lock: an adapter of its settings (trained by a staged job, or an earlier lora job; `resume=false`
+trains anyway) is evaluated instead of trained again; otherwise it trains and registers the adapter,
+the stage dpo/ppo/grpo runs of the same settings start from.
 
 Files in the run dir: adapter/ (best), best.json, checkpoints/ (last 2), train_log.jsonl,
 tensorboard/, loss_curve.png, predictions.jsonl, and the MethodResult returned to run.py.
@@ -42,7 +44,7 @@ from agentcoder.training.session import (
     prepare,
     train_splits,
 )
-from agentcoder.training.setup import fit_lengths, lora_config, trainer_args
+from agentcoder.training.setup import fit_lengths, is_quantized, lora_config, trainer_args
 
 TAG = "lora"
 
@@ -83,7 +85,62 @@ def sft_trainer(base: Base, args: Any, train_ds: Any, peft_config: Any, callback
 
 
 def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
-    """Train, select on val, test; EXTRA_CALLBACKS (TrainerCallbacks) are for tests and tools."""
+    """A method=lora job: the registered adapter of its settings, evaluated, or one trained here and
+    registered; EXTRA_CALLBACKS (TrainerCallbacks) are for tests and tools."""
+    from agentcoder import ranks
+    from agentcoder.methods.registry import lookup, register_sft, stage_key, stage_lock
+
+    key = stage_key(cfg)  # the config as asked (fit_adapter resolves its `auto` lengths)
+    with stage_lock(cfg, key, record.dir, TAG):
+        entry = ranks.broadcast(lookup(cfg, key) if ranks.is_main() and cfg.resume else None)
+        if entry is not None:
+            return evaluate_registered(cfg, record, entry)
+        result = fit_adapter(cfg, record, extra_callbacks=extra_callbacks)
+        if ranks.is_main():
+            register_sft(cfg, Path(result.artifacts["adapter"]), record.dir)
+        return result
+
+
+def evaluate_registered(cfg: DictConfig, record: RunRecord, entry: dict[str, Any]) -> MethodResult:
+    """The registered adapter of this job's settings on the test split, evaluated as a trained one is
+    (merged into the base); its training figures, log and loss curve come from the run that trained it."""
+    import shutil
+
+    from agentcoder import ranks
+    from agentcoder.data import load_splits
+    from agentcoder.evaluation.evaluator import evaluate_run
+    from agentcoder.evaluation.metrics import format_table
+    from agentcoder.files import METRICS_FILE, PREDICTIONS_FILE, TRAIN_LOG_FILE, read_json
+    from agentcoder.methods.registry import SftStage
+    from agentcoder.models import load_model
+    from agentcoder.tracking.trainlog import LOSS_CURVE_FILE
+
+    trained_by = Path(entry["run_dir"])
+    print(f"[{TAG}] SFT stage reused: {entry['adapter']} (trained by {trained_by}); evaluating it")
+    stage = SftStage.registered(entry).figures()
+    record.update(stage=stage)
+    for name in (TRAIN_LOG_FILE, LOSS_CURVE_FILE):  # the curves of the training this adapter had
+        if ranks.is_main() and (trained_by / name).is_file():
+            shutil.copyfile(trained_by / name, record.dir / name)
+    splits = load_splits(cfg)
+    record.update(data=splits.info)
+    loaded = load_model(OmegaConf.merge(cfg, {"model": {"adapter": entry["adapter"]}}))
+    record.update(model=loaded.info)
+    model = loaded.model if is_quantized(cfg) else loaded.model.merge_and_unload()
+    evaluation = evaluate_run(cfg, model, loaded.tokenizer, splits, record.dir)
+    training = (read_json(trained_by / METRICS_FILE) or {}).get("training") or {}
+    result = MethodResult.from_evaluation(
+        TAG, cfg.eval.split, f"{loaded.info.get('label')}+{TAG}", evaluation.metrics, training=training,
+        artifacts={"adapter": entry["adapter"], "predictions": str(record.dir / PREDICTIONS_FILE),
+                   "train_log": str(record.dir / TRAIN_LOG_FILE), "loss_curve": str(record.dir / LOSS_CURVE_FILE)},
+        details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True), "stage": stage},
+    )
+    print(format_table(result.to_metrics()))
+    return result
+
+
+def fit_adapter(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
+    """Train, select on val, test."""
     from agentcoder.data import PromptFormat
     from agentcoder.data.rows import sft_rows, within_length
     from agentcoder.evaluation.evaluator import select_examples

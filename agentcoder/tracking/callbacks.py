@@ -13,7 +13,8 @@ to the config.
   else the next free number (a completed run of another config is never overwritten).
 - `${agentcoder_new_dir:outputs}` (`hydra.run.dir`, `hydra.sweep.dir`) names a fresh directory by
   the start time and claims it with an exclusive mkdir: on a coarse clock two runs started in the
-  same tick got the same name, and the second then took the first's record for its own.
+  same tick got the same name, and the second then took the first's record for its own.  The ranks
+  of one run on several processes all take the directory rank 0 claimed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder import ranks
 from agentcoder.files import RUN_FILE
 from agentcoder.tracking.records import effective_status, mark_stale_failed, read_json, write_early_failure
 from agentcoder.tracking.secrets import scrub_file
@@ -120,7 +122,17 @@ def new_dir(parent: str, *, now: datetime | None = None) -> str:
     already taken gets `-2`, `-3`, ... (see the module docstring)."""
     if parent in _CLAIMED and now is None:
         return _CLAIMED[parent]
-    stamp = (now or datetime.now()).strftime("%Y-%m-%d/%H-%M-%S.%f")
+    if ranks.world_size() > 1 and now is None:  # one run on several processes: rank 0's dir is everyone's
+        _CLAIMED[parent] = ranks.broadcast(_claim(parent, datetime.now()) if ranks.is_main() else None)
+        return _CLAIMED[parent]
+    path = _claim(parent, now or datetime.now())
+    if now is None:
+        _CLAIMED[parent] = path
+    return path
+
+
+def _claim(parent: str, now: datetime) -> str:
+    stamp = now.strftime("%Y-%m-%d/%H-%M-%S.%f")
     base = Path(parent) / stamp
     base.parent.mkdir(parents=True, exist_ok=True)
     path, n = base, 1
@@ -131,8 +143,6 @@ def new_dir(parent: str, *, now: datetime | None = None) -> str:
         except FileExistsError:
             n += 1
             path = base.with_name(f"{base.name}-{n}")
-    if now is None:
-        _CLAIMED[parent] = str(path)
     return str(path)
 
 

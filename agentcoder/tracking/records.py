@@ -5,6 +5,10 @@ interrupted), so a reader never sees half a file.  The final status is written b
 else (error.txt comes after it), and on a full disk it goes into run.json's own blocks.  A run
 killed outright (SIGKILL, power loss) still says `running`: its pid, host and heartbeat let a
 reader tell it from a live one (`effective_status` reads it as `stale`).
+
+One run on several processes (agentcoder/ranks.py) has one record: rank 0 writes it, with the
+world size and every rank's pid.  A rank that fails leaves its traceback in `error.rank<N>.txt`
+and exits; the launcher then stops the others, and rank 0 ends the run as failed with that error.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder import ranks
 from agentcoder.config import config_hash
 from agentcoder.files import METRICS_FILE, RUN_FILE, atomic_write_text, read_json
 from agentcoder.tracking.secrets import scrub
 
 ERROR_FILE = "error.txt"
+RANK_ERROR_FILE = "error.rank{rank}.txt"  # the traceback of a rank other than 0 that failed
 
 TRACKED_PACKAGES = (
     "agentcoder", "torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets",
@@ -220,6 +226,7 @@ class RunRecord:
         self._t0 = time.perf_counter()
         self._lock = threading.RLock()  # the heartbeat thread writes too
         self._beating = threading.Event()
+        self.main = ranks.is_main()  # only rank 0 writes the run's files
 
     @property
     def path(self) -> Path:
@@ -263,13 +270,22 @@ class RunRecord:
             # the run's time is all of its attempts', not the last one's.
             "attempts": [*prev.get("attempts", []), _attempt_summary(prev)] if prev.get("started_at") else [],
         }
+        if ranks.world_size() > 1:
+            data["world_size"] = ranks.world_size()
+            data["processes"] = [p for share in ranks.gather([{"rank": ranks.rank(), "pid": os.getpid(),
+                                                               "host": platform.node()}]) for p in share]
         record = cls(Path(run_dir), data)
-        (record.dir / ERROR_FILE).unlink(missing_ok=True)
-        record.write()
-        record._start_heartbeat()
+        if record.main:
+            for old in (ERROR_FILE, *(p.name for p in record.dir.glob(RANK_ERROR_FILE.format(rank="*")))):
+                (record.dir / old).unlink(missing_ok=True)
+            record.write()
+            record._start_heartbeat()
+        ranks.barrier()  # no rank starts (or fails) before rank 0 has cleared the last attempt's errors
         return record
 
     def write(self) -> None:
+        if not self.main:
+            return
         with self._lock:
             atomic_write_json(self.path, self.data)
 
@@ -289,6 +305,8 @@ class RunRecord:
 
     def _write_final(self) -> None:
         """Write run.json; on a full disk, overwrite it in place (its blocks are already allocated)."""
+        if not self.main:
+            return
         try:
             self.write()
             return
@@ -330,19 +348,52 @@ class RunRecord:
             self._write_final()
 
     def complete(self, metrics: dict[str, Any] | None) -> None:
-        if metrics:
+        ranks.barrier()  # every rank got to the end (one that failed after the last collective stops it here)
+        if metrics and self.main:
             atomic_write_json(self.dir / METRICS_FILE, metrics)
         self._finish("completed")
 
     def fail(self, exc: BaseException) -> None:
-        """Status first (failed, or interrupted for a signal / Ctrl-C), then error.txt."""
-        self.data["error"] = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
-        self._finish("interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed")
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        """Status first (failed, or interrupted for a signal / Ctrl-C), then error.txt.  A rank other
+        than 0 writes its traceback to error.rank<N>.txt only; rank 0 takes the first such error as the
+        run's (the launcher stops the other ranks when one fails: rank 0 then sees a signal or a broken
+        collective, not the cause)."""
+        tb = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        if not self.main:
+            try:
+                atomic_write_text(self.dir / RANK_ERROR_FILE.format(rank=ranks.rank()), tb)
+            except OSError as err:
+                print(f"[agentcoder] rank {ranks.rank()}: could not write its error ({err})", file=sys.stderr)
+            return
+        status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        # A signal or a broken collective says another rank failed first: give it time to write its error.
+        waits = isinstance(exc, Interrupted | KeyboardInterrupt) or any(
+            c.__name__.startswith("Dist") for c in type(exc).__mro__)
+        others = self._rank_errors(wait_s=5.0 if waits else 0.0)
+        if others:
+            status, (rank, other_tb) = "failed", others[0]
+            error = f"rank {rank}: {other_tb.strip().splitlines()[-1]}"
+            tb = "".join(f"--- rank {r} ---\n{text}\n" for r, text in others) + f"--- rank 0 ---\n{tb}"
+        self.data["error"] = scrub(error.splitlines()[0][:500])
+        self._finish(status)
         try:
-            atomic_write_text(self.dir / ERROR_FILE, scrub(tb))
+            atomic_write_text(self.dir / ERROR_FILE, tb)
         except OSError as err:
             print(f"[agentcoder] {self.dir}: could not write {ERROR_FILE} ({err})", file=sys.stderr)
+
+    def _rank_errors(self, wait_s: float) -> list[tuple[int, str]]:
+        """(rank, traceback) of every other rank that failed, first failure first, waiting up to WAIT_S
+        for one to appear."""
+        if ranks.world_size() == 1:
+            return []
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = sorted(self.dir.glob(RANK_ERROR_FILE.format(rank="*")), key=lambda p: p.stat().st_mtime)
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        return [(int(p.name.split(".")[1].removeprefix("rank")), p.read_text(errors="replace")) for p in found]
 
     def __enter__(self) -> RunRecord:
         return self
@@ -351,6 +402,11 @@ class RunRecord:
         if exc is not None:
             self.fail(exc)
         elif self.data["status"] == "running":
+            try:
+                ranks.barrier()
+            except BaseException as err:
+                self.fail(err)
+                raise
             self._finish("completed")
         return False
 

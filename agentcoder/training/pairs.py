@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from agentcoder import ranks
 from agentcoder.data.example import Example, GoldCall
 from agentcoder.data.prompts import render_target
 from agentcoder.files import atomic_write_text
@@ -144,10 +145,25 @@ def sample_candidates(cfg: DictConfig, model: Any, fmt: Any, examples: Sequence[
 
 def load_or_sample(cfg: DictConfig, model: Any, fmt: Any, examples: Sequence[Example], path: Path) -> dict:
     """SAMPLES_FILE's candidates when a killed run left it (its checkpoints trained on them), else sample."""
+    if ranks.world_size() > 1 and not ranks.broadcast(path.is_file()):
+        # Rank 0 samples (the run's one random stream: a one-process run's pairs) and the others read its
+        # file: every rank trains on the same pairs.
+        if ranks.is_main():
+            _sample_into(cfg, model, fmt, examples, path)
+        ranks.barrier()
+        return _read_samples(path)
     if path.is_file():
         print(f"[dpo] reusing the samples in {path}")
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return {r["id"]: [Candidate(**c) for c in r["candidates"]] for r in rows}
+        return _read_samples(path)
+    return _sample_into(cfg, model, fmt, examples, path)
+
+
+def _read_samples(path: Path) -> dict[str, list[Candidate]]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {r["id"]: [Candidate(**c) for c in r["candidates"]] for r in rows}
+
+
+def _sample_into(cfg: DictConfig, model: Any, fmt: Any, examples: Sequence[Example], path: Path) -> dict:
     samples = sample_candidates(cfg, model, fmt, examples)
     atomic_write_text(path, "".join(
         json.dumps({"id": i, "candidates": [asdict(c) for c in cands]}, ensure_ascii=False) + "\n"

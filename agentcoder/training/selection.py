@@ -1,7 +1,8 @@
 """Select the adapter on the task metric: val exact match every eval_steps, the best one kept.
 
 The adapter goes to a temp dir first and then takes the place of <run_dir>/adapter, so a kill
-never leaves a half-written best adapter; best.json (score, step) is written after it.
+never leaves a half-written best adapter; best.json (score, step) is written after it.  Under several
+processes every rank evaluates its share of val and sees the same score; rank 0 saves.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 from transformers import TrainerCallback
 
+from agentcoder import ranks
 from agentcoder.files import read_json
 from agentcoder.tracking.records import atomic_write_json
 
@@ -57,10 +59,11 @@ class ValSelection(TrainerCallback):
         em = float(result.metrics["overall"]["exact_match"])
         self.last_step, self.last_score = step, em
         if self.best_score is None or em > self.best_score:
-            save_adapter(model, self.tokenizer, self.run_dir / ADAPTER_DIR)
             self.best_score, self.best_step = em, step
-            best = {"val_exact_match": em, "step": step, "n_val": len(self.examples)}
-            atomic_write_json(self.run_dir / BEST_FILE, best)
+            if ranks.is_main():
+                save_adapter(model, self.tokenizer, self.run_dir / ADAPTER_DIR)
+                best = {"val_exact_match": em, "step": step, "n_val": len(self.examples)}
+                atomic_write_json(self.run_dir / BEST_FILE, best)
         print(f"[{self.tag}] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
         return {"val_exact_match": em, "val_best_exact_match": self.best_score, "val_s": seconds}
 
@@ -112,8 +115,9 @@ def keep_best(peft_model: Any, tokenizer: Any, run_dir: Path, selection: ValSele
     from peft import load_peft_weights, set_peft_model_state_dict
 
     adapter_dir = run_dir / ADAPTER_DIR
+    ranks.barrier()  # rank 0's last save is complete before any rank reads it
     if adapter_dir.is_dir() and selection.best_step is not None:
         set_peft_model_state_dict(peft_model, load_peft_weights(str(adapter_dir), device=device))
-    else:
+    elif ranks.is_main():
         save_adapter(peft_model, tokenizer, adapter_dir)
     return adapter_dir

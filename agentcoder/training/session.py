@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from agentcoder import ranks
 from agentcoder.files import read_json
 from agentcoder.tracking.records import atomic_write_json
 from agentcoder.tracking.result import MethodResult
@@ -74,12 +75,14 @@ class TrainPlan:
     schedule: dict[str, int]
     trainable_params: int
     total_params: int
+    world_size: int  # processes training this run (torchrun / accelerate launch)
+    global_batch_size: int  # rows per optimizer step over every process: batch_size x grad_accum x world_size
 
     def figures(self) -> dict[str, Any]:
         """run.json's "train" entries of the plan."""
         resumed = {"resumed_from": self.checkpoint} if self.checkpoint else {}
         return {**resumed, "trainable_params": self.trainable_params, "total_params": self.total_params,
-                "schedule": self.schedule}
+                "schedule": self.schedule, "world_size": self.world_size, "global_batch_size": self.global_batch_size}
 
 
 @dataclass(kw_only=True)
@@ -148,7 +151,7 @@ def log_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
     from agentcoder.tracking.trainlog import train_log_callback
 
     out: list[Any] = [train_log_callback(run_dir / TRAIN_LOG_FILE)]
-    if "tensorboard" in cfg.method.train.report_to:
+    if "tensorboard" in cfg.method.train.report_to and ranks.is_main():  # a writer makes its file at once
         out.append(tensorboard_callback(run_dir))
     return out
 
@@ -174,7 +177,7 @@ def train_time_callback() -> Any:
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            if folder.is_dir() and state.is_world_process_zero:
                 atomic_write_json(folder / TRAIN_TIME_FILE,
                                   {"train_time_s": round(self.earlier_s + time.perf_counter() - self.t0, 3)})
 
@@ -241,7 +244,10 @@ def prepare(trainer: Any, selection: ValSelection, base: Base) -> TrainPlan:
     schedule = plan_schedule(selection.cfg, trainer)
     selection.eval_steps = schedule["eval_steps"]
     print(f"[{selection.tag}] schedule: {schedule}")
-    return TrainPlan(checkpoint, schedule, n_trainable, n_total)
+    args = trainer.args
+    world = int(args.world_size)
+    return TrainPlan(checkpoint, schedule, n_trainable, n_total, world,
+                     int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps) * world)
 
 
 def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> TrainFigures:
@@ -265,7 +271,8 @@ def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> T
     attempt_tokens = state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
     pure_train = max(train_time - selection.eval_time_s, 1e-9)
     losses = [e["loss"] for e in state.log_history if "loss" in e]
-    plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
+    if ranks.is_main():
+        plot_loss_curve(run_dir / TRAIN_LOG_FILE, run_dir / LOSS_CURVE_FILE)
     return TrainFigures(
         train_time_s=round(earlier_s + train_time, 3),  # every attempt's
         val_eval_time_s=round(selection.eval_time_s, 3),

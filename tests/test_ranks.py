@@ -1,0 +1,125 @@
+"""One run on several processes (torchrun, two CPU processes on gloo): one run dir and one record
+written by rank 0 with every rank's pid, a failure on any rank ends the run as failed with that
+rank's traceback, PPO and sweeps refuse in one line, and a 2-process LoRA run trains like a
+1-process run of the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentcoder.assets import sha256_file
+from tests.test_data_loading import build_wheel
+from tests.test_grid_smoke import SIZES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def torchrun(*args: str, cwd: Path, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node PROCESSES -m agentcoder.run ARGS` in CWD."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "agentcoder.run", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("outputs/*/*/run.json"))
+
+
+def config_errors(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("agentcoder:")]
+
+
+def test_two_ranks_write_one_record_in_one_dir(tmp_path):
+    proc = torchrun("method=debug", "method.value=0.5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)  # both ranks took rank 0's dir
+    assert len(list((tmp_path / "outputs").glob("*/*"))) == 1
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "completed" and record["world_size"] == 2
+    pids = {p["rank"]: p["pid"] for p in record["processes"]}
+    assert sorted(pids) == [0, 1] and pids[0] != pids[1] and record["pid"] == pids[0]  # two ranks really ran
+    assert json.loads((run_dir / "metrics.json").read_text())["overall"]["exact_match"] == 0.5
+    assert proc.stdout.count("[agentcoder] one run on 2 processes (gloo)") == 1
+
+
+def test_a_failure_on_one_rank_fails_the_run_with_that_ranks_traceback(tmp_path):
+    proc = torchrun("method=debug", "method.fail=true", "method.fail_rank=1", cwd=tmp_path)
+    assert proc.returncode != 0
+    (run_dir,) = run_dirs(tmp_path)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed", record.get("error")
+    assert record["error"].startswith("rank 1: ") and "failing on purpose on rank 1" in record["error"]
+    error = (run_dir / "error.txt").read_text()
+    assert "--- rank 1 ---" in error and "DebugFailure" in error
+    assert not (run_dir / "metrics.json").exists()  # rank 0 had finished, but the run did not
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("method=ppo",), "agentcoder: config error: method=ppo runs on one process, and this launch started 2"),
+    (("-m", "method=debug", "seed=1,2"), "agentcoder: -m under 2 processes (WORLD_SIZE=2): a sweep runs"),
+])
+def test_ppo_and_sweeps_refuse_in_one_line(tmp_path, args, expected):
+    proc = torchrun(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = config_errors(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith(expected), lines  # once, not once per rank
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_two_process_lora_trains_like_one_process_of_the_same_global_batch(tiny_model_dir, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    sha = sha256_file(build_wheel(cache, SIZES))
+    # 20 train examples, unpacked: every global batch of 4 is whole, so both runs see the same rows
+    # (accelerate repeats rows to even out a short last batch across ranks).
+    common = [
+        "method=lora", "model.source=hub", f"model.hub_id={tiny_model_dir}", f"data.embedded.sha256={sha}",
+        f"cache_dir={cache}", "data.categories=[simple_python,parallel,irrelevance]", "data.max_examples=10",
+        "eval.limit=4", "eval.max_new_tokens=16", "method.train.max_steps=6", "method.train.evaluations=2",
+        "method.train.logging_steps=1", "method.train.lr=0.01", "method.train.packing=none",
+        "method.train.max_length=2048", "method.lora.dropout=0.0",
+    ]
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    one = subprocess.run([sys.executable, "-m", "agentcoder.run", *common, "method.train.batch_size=4",
+                          f"hydra.run.dir={one_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(*common, "method.train.batch_size=2", f"hydra.run.dir={two_dir}", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    def read(run_dir: Path) -> tuple[dict, list[float], list[dict]]:
+        record = json.loads((run_dir / "run.json").read_text())
+        log = [json.loads(ln) for ln in (run_dir / "train_log.jsonl").read_text().splitlines()]
+        losses = [e["loss"] for e in log if "loss" in e]
+        rows = [json.loads(ln) for ln in (run_dir / "predictions.jsonl").read_text().splitlines()]
+        return record, losses, rows
+
+    rec1, loss1, rows1 = read(one_dir)
+    rec2, loss2, rows2 = read(two_dir)
+    assert rec2["world_size"] == 2 and len({p["pid"] for p in rec2["processes"]}) == 2
+    assert rec1["train"]["world_size"] == 1 and rec2["train"]["world_size"] == 2
+    assert rec1["train"]["global_batch_size"] == rec2["train"]["global_batch_size"] == 4
+    assert rec1["train"]["train_tokens"] == rec2["train"]["train_tokens"]  # the same rows, once each
+    # One train_log line per step (rank 0 alone logs), and the same curve: the loss falls, and the
+    # two runs differ only by float reduction order (seen here: at most 1e-4).
+    assert len(loss1) == len(loss2) == 6 and loss1[-1] < loss1[0] - 0.1
+    assert max(abs(a - b) for a, b in zip(loss1, loss2, strict=True)) < 1e-3, (loss1, loss2)
+    # The test split evaluated once, sharded across the ranks and gathered in order: the same rows.
+    assert [r["id"] for r in rows1] == [r["id"] for r in rows2]
+    assert [r["correct"] for r in rows1] == [r["correct"] for r in rows2]
+    assert [r["raw"] for r in rows1] == [r["raw"] for r in rows2]
+
+
+def test_the_accelerate_ddp_config_loads():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    config = load_config_from_file(str(ROOT / "launch" / "ddp.yaml"))
+    assert config.distributed_type == DistributedType.MULTI_GPU and config.num_machines == 1
+    assert config.mixed_precision == "no" and not config.use_cpu
