@@ -73,8 +73,7 @@ def plot_loss_curve(log_path: Path, png_path: Path) -> Path | None:
         ax2.plot(vsteps, vem, color="tab:orange", marker="o", label="val exact match")
         ax2.set_ylabel("val exact match")
         ax2.set_ylim(-0.02, 1.02)
-        ax2.legend(loc="upper right")
-    ax.legend(loc="upper left")
+    _legend_above(ax, *([ax2] if vsteps else []))
     return _save(fig, png_path)
 
 
@@ -98,12 +97,12 @@ def plot_reward_curve(log_path: Path, png_path: Path) -> Path | None:
     ax.set_xlabel("step")
     ax.set_ylabel("reward")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    twin = []
     if ksteps:
-        ax2 = ax.twinx()
-        ax2.plot(ksteps, kl, color="tab:red", marker=marker, label="KL to reference")
-        ax2.set_ylabel("KL to reference")
-        ax2.legend(loc="upper right")
+        twin = [ax.twinx()]
+        twin[0].plot(ksteps, kl, color="tab:red", marker=marker, label="KL to reference")
+        twin[0].set_ylabel("KL to reference")
+    _legend_above(ax, *twin)
     return _save(fig, png_path)
 
 
@@ -154,6 +153,17 @@ def save_png(fig: Any, png_path: Path, *, dpi: int) -> Path:
         pyplot().close(fig)
         tmp.unlink(missing_ok=True)
     return png_path
+
+
+def _legend_above(ax: Any, *twins: Any) -> None:
+    """One legend for AX and its twin axes, above the plot: inside it would hide the first points
+    (a falling loss starts in the upper left corner)."""
+    handles, labels = [], []
+    for a in (ax, *twins):
+        h, lab = a.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=len(labels), frameon=False)
 
 
 def _save(fig: Any, png_path: Path) -> Path:
