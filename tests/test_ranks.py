@@ -123,3 +123,24 @@ def test_the_accelerate_ddp_config_loads():
     config = load_config_from_file(str(ROOT / "launch" / "ddp.yaml"))
     assert config.distributed_type == DistributedType.MULTI_GPU and config.num_machines == 1
     assert config.mixed_precision == "no" and not config.use_cpu
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dpo", "grpo"])
+def test_two_process_dpo_and_grpo_runs_complete_with_one_record(tiny_model_dir, tmp_path, method):
+    """The staged methods under two ranks: the SFT stage trained by both ranks together (rank 0 holds
+    its lock and registers it), DPO's pairs sampled once, one record and one predictions file."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    sha = sha256_file(build_wheel(cache, SIZES))
+    proc = torchrun(f"method={method}", "experiment=grid_smoke", "model.source=hub", f"model.hub_id={tiny_model_dir}",
+                    f"data.embedded.sha256={sha}", f"cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}",
+                    cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    for record in (json.loads((d / "run.json").read_text()) for d in (run_dir, run_dir / "sft_stage")):
+        assert record["status"] == "completed" and record["world_size"] == 2
+        assert len({p["pid"] for p in record["processes"]}) == 2
+    assert len(list((cache / "stages").glob("sft-*.json"))) == 1
+    n = json.loads((run_dir / "metrics.json").read_text())["overall"]["n"]
+    assert len((run_dir / "predictions.jsonl").read_text().splitlines()) == n
