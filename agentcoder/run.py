@@ -100,7 +100,8 @@ def run_task(raw_cfg: DictConfig) -> float | None:
         raise RuntimeError(f"{run_dir} holds a live run (pid {previous.get('pid')} on {previous.get('host')})")
     if cfg.resume and previous and previous.get("status") == "completed":
         if previous.get("config_hash") == config_hash(cfg):
-            mark_skipped(run_dir)
+            if ranks.is_main():
+                mark_skipped(run_dir)
             print(f"[agentcoder] skip {run_dir}: already completed with the same config (resume=false re-runs)")
             return None
 

@@ -66,7 +66,7 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         output_dir = Path(config.hydra.runtime.output_dir)
         failed = job_return.status == JobStatus.FAILED
-        if failed and not (output_dir / RUN_FILE).exists():
+        if failed and not (output_dir / RUN_FILE).exists() and ranks.is_main():
             write_early_failure(output_dir, job_return._return_value,
                                 OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         if "jobs" in CURRENT_SWEEP:
