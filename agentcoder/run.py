@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,6 +131,14 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _refuse() -> None:
+    """Exit 2 after a refusal rank 0 prints.  The launcher stops every rank as soon as one exits: the
+    others wait a moment first, or rank 0 could be stopped before it has said why."""
+    if not ranks.is_main():
+        time.sleep(5)
+    sys.exit(2)
+
+
 def _start_ranks(multirun: bool) -> None:
     """One run on several processes: refuse a sweep, open the process group (Hydra's run dir needs it:
     tracking/callbacks.new_dir), and leave Hydra's own files (.hydra/, the job log) to rank 0."""
@@ -138,7 +147,7 @@ def _start_ranks(multirun: bool) -> None:
         if ranks.is_main():
             print(f"agentcoder: -m under {n} processes (WORLD_SIZE={n}): a sweep runs its jobs side by side, "
                   f"one process each; launch one run per torchrun / accelerate launch", file=sys.stderr)
-        sys.exit(2)
+        _refuse()
     backend = ranks.start()
     if ranks.is_main():
         print(f"[agentcoder] one run on {n} processes ({backend})")
@@ -159,7 +168,7 @@ def main() -> None:
         except ConfigError as err:
             for line in str(err).splitlines() if ranks.is_main() else ():  # once, not once per process
                 print(f"agentcoder: config error: {line}", file=sys.stderr)
-            sys.exit(2)
+            _refuse()
         sys.argv.extend(extra)
         if ranks.world_size() > 1 and not showing:
             _start_ranks(bool({"-m", "--multirun"} & set(flags)))
