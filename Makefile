@@ -19,12 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# uv installs what pip would (the same versions, from the same indexes: pip's find-links and
 	# constraints are passed on), in parallel: ~30 s instead of ~90 s on 2 cores. pip when uv can't be had.
-	# --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set, every process the tests
-	# start would otherwise compile torch and transformers from source again (the suite took 1.6x).
 	# The CPU build of torch (the machine's local wheel) when it is there: a plain range would pull
 	# a multi-GB CUDA build. Elsewhere any torch within the project's range does.
 	if $(BIN)/python -m pip install -q uv; then \
-	  UV="$(BIN)/python -m uv pip install -q --compile-bytecode --python $(BIN)/python $(UV_PIP_ARGS)"; \
+	  UV="$(BIN)/python -m uv pip install -q --python $(BIN)/python $(UV_PIP_ARGS)"; \
 	  $$UV "torch==2.13.0+cpu" -e ".[test]" 2>/dev/null || $$UV "torch>=2.4,<=2.14.1" -e ".[test]"; \
 	else \
 	  $(BIN)/python -m pip install -q "torch==2.13.0+cpu" 2>/dev/null || $(BIN)/python -m pip install -q "torch>=2.4,<=2.14.1"; \
@@ -36,6 +34,10 @@ run: $(STAMP)
 	$(BIN)/python -m agentcoder.run $(ARGS)
 
 # Fast suite + the one end-to-end smoke of the embedded default (real wheels, real SmolLM2).
+# Bytecode is written as modules are first imported, into .venv and the checkout only: where the
+# machine sets PYTHONDONTWRITEBYTECODE, every process the tests start would compile torch and
+# transformers from source again (the suite took 1.6x; compiling all of .venv up front costs ~20 s).
+test: export PYTHONDONTWRITEBYTECODE =
 test: $(STAMP)
 	$(BIN)/ruff check agentcoder tests scripts
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
