@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# uv installs what pip would (the same versions, from the same indexes: pip's find-links and
-	# constraints are passed on), in parallel: ~30 s instead of ~90 s on 2 cores. pip when uv can't be had.
+	# constraints are passed on), in parallel: ~15 s instead of ~90 s on 2 cores. pip when uv can't be had.
 	# The CPU build of torch (the machine's local wheel) when it is there: a plain range would pull
 	# a multi-GB CUDA build. Elsewhere any torch within the project's range does.
 	if $(BIN)/python -m pip install -q uv; then \

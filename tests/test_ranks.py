@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ def test_ppo_and_sweeps_refuse_in_one_line(tmp_path, args, expected):
     assert proc.returncode != 0
     lines = config_errors(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith(expected), lines  # once, not once per rank
+    # Both ranks ran: torchrun reports rank 0's exit 2 and stopping rank 1.
+    assert re.search(r"rank\s*:\s*0\b", proc.stderr) and re.search(r"rank\s*:\s*1\b", proc.stderr), proc.stderr[-2000:]
+    assert re.search(r"exitcode\s*:\s*2\b", proc.stderr)
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
 
 
