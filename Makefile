@@ -18,13 +18,12 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# uv installs what pip would (the same versions, from the same indexes: pip's find-links and
-	# constraints are passed on), in parallel: ~15 s instead of ~90 s on 2 cores. pip when uv can't be had.
+	# constraints are passed on), in parallel: ~15 s instead of ~90 s on 2 cores. pip when uv or the local
+	# torch wheel can't be had.
 	# The CPU build of torch (the machine's local wheel) when it is there: a plain range would pull
 	# a multi-GB CUDA build. Elsewhere any torch within the project's range does.
-	if $(BIN)/python -m pip install -q uv; then \
-	  UV="$(BIN)/python -m uv pip install -q --python $(BIN)/python $(UV_PIP_ARGS)"; \
-	  $$UV "torch==2.13.0+cpu" -e ".[test]" 2>/dev/null || $$UV "torch>=2.4,<=2.14.1" -e ".[test]"; \
-	else \
+	if $(BIN)/python -m pip install -q uv && $(BIN)/python -m uv pip install -q --python $(BIN)/python \
+	    $(UV_PIP_ARGS) "torch==2.13.0+cpu" -e ".[test]" 2>/dev/null; then :; else \
 	  $(BIN)/python -m pip install -q "torch==2.13.0+cpu" 2>/dev/null || $(BIN)/python -m pip install -q "torch>=2.4,<=2.14.1"; \
 	  $(BIN)/python -m pip install -q -e ".[test]"; \
 	fi
