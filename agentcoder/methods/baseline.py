@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig
 
 from agentcoder.tracking.records import RunRecord
@@ -13,21 +15,34 @@ from agentcoder.tracking.result import MethodResult
 
 
 def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
+    return evaluate_model(cfg, record, "baseline")
+
+
+def evaluate_model(cfg: DictConfig, record: RunRecord, method: str, *, trained_adapter: bool = False,
+                   **result: Any) -> MethodResult:
+    """Load cfg.model (with cfg.model.adapter) and evaluate it on the test split; RESULT's fields
+    (training, details, artifacts) go into the MethodResult.  TRAINED_ADAPTER: the adapter is METHOD's
+    result (a lora job's registered adapter, methods/lora.py), merged into a full-precision base as a
+    trained run's is, and labelled `+<method>`."""
     from agentcoder.data import load_splits
     from agentcoder.evaluation.evaluator import evaluate_run
     from agentcoder.evaluation.metrics import format_table
     from agentcoder.files import PREDICTIONS_FILE
     from agentcoder.models import load_model
+    from agentcoder.training.setup import is_quantized
 
     splits = load_splits(cfg)
     record.update(data=splits.info)
     loaded = load_model(cfg)
     record.update(model=loaded.info)
+    model = loaded.model.merge_and_unload() if trained_adapter and not is_quantized(cfg) else loaded.model
 
-    evaluation = evaluate_run(cfg, loaded.model, loaded.tokenizer, splits, record.dir)
-    result = MethodResult.from_evaluation(
-        "baseline", cfg.eval.split, loaded.info.get("label"), evaluation.metrics,
-        artifacts={"predictions": str(record.dir / PREDICTIONS_FILE)},
-    )
-    print(format_table(result.to_metrics()))
-    return result
+    evaluation = evaluate_run(cfg, model, loaded.tokenizer, splits, record.dir)
+    artifacts = {"predictions": str(record.dir / PREDICTIONS_FILE), **result.pop("artifacts", {})}
+    label = str(loaded.info.get("label"))
+    if trained_adapter:
+        label = f"{label.removesuffix('+adapter')}+{method}"
+    outcome = MethodResult.from_evaluation(method, cfg.eval.split, label, evaluation.metrics, artifacts=artifacts,
+                                           **result)
+    print(format_table(outcome.to_metrics()))
+    return outcome

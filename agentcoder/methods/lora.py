@@ -44,7 +44,7 @@ from agentcoder.training.session import (
     prepare,
     train_splits,
 )
-from agentcoder.training.setup import fit_lengths, is_quantized, lora_config, trainer_args
+from agentcoder.training.setup import fit_lengths, lora_config, trainer_args
 
 TAG = "lora"
 
@@ -103,16 +103,14 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
 
 def evaluate_registered(cfg: DictConfig, record: RunRecord, entry: dict[str, Any]) -> MethodResult:
     """The registered adapter of this job's settings on the test split, evaluated as a trained one is
-    (merged into the base); its training figures, log and loss curve come from the run that trained it."""
+    (methods/baseline.evaluate_model); its training figures, log and loss curve come from the run
+    that trained it."""
     import shutil
 
     from agentcoder import ranks
-    from agentcoder.data import load_splits
-    from agentcoder.evaluation.evaluator import evaluate_run
-    from agentcoder.evaluation.metrics import format_table
-    from agentcoder.files import METRICS_FILE, PREDICTIONS_FILE, TRAIN_LOG_FILE, read_json
+    from agentcoder.files import METRICS_FILE, TRAIN_LOG_FILE, read_json
+    from agentcoder.methods.baseline import evaluate_model
     from agentcoder.methods.registry import SftStage
-    from agentcoder.models import load_model
     from agentcoder.tracking.trainlog import LOSS_CURVE_FILE
 
     trained_by = Path(entry["run_dir"])
@@ -122,21 +120,14 @@ def evaluate_registered(cfg: DictConfig, record: RunRecord, entry: dict[str, Any
     for name in (TRAIN_LOG_FILE, LOSS_CURVE_FILE):  # the curves of the training this adapter had
         if ranks.is_main() and (trained_by / name).is_file():
             shutil.copyfile(trained_by / name, record.dir / name)
-    splits = load_splits(cfg)
-    record.update(data=splits.info)
-    loaded = load_model(OmegaConf.merge(cfg, {"model": {"adapter": entry["adapter"]}}))
-    record.update(model=loaded.info)
-    model = loaded.model if is_quantized(cfg) else loaded.model.merge_and_unload()
-    evaluation = evaluate_run(cfg, model, loaded.tokenizer, splits, record.dir)
-    training = (read_json(trained_by / METRICS_FILE) or {}).get("training") or {}
-    result = MethodResult.from_evaluation(
-        TAG, cfg.eval.split, f"{loaded.info.get('label')}+{TAG}", evaluation.metrics, training=training,
-        artifacts={"adapter": entry["adapter"], "predictions": str(record.dir / PREDICTIONS_FILE),
-                   "train_log": str(record.dir / TRAIN_LOG_FILE), "loss_curve": str(record.dir / LOSS_CURVE_FILE)},
+    with_adapter = OmegaConf.merge(cfg, {"model": {"adapter": entry["adapter"]}})
+    return evaluate_model(
+        with_adapter, record, TAG, trained_adapter=True,
+        training=(read_json(trained_by / METRICS_FILE) or {}).get("training") or {},
+        artifacts={"adapter": entry["adapter"], "train_log": str(record.dir / TRAIN_LOG_FILE),
+                   "loss_curve": str(record.dir / LOSS_CURVE_FILE)},
         details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True), "stage": stage},
     )
-    print(format_table(result.to_metrics()))
-    return result
 
 
 def fit_adapter(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
