@@ -38,7 +38,7 @@ run: $(STAMP)
 # transformers from source again (the suite took 1.6x; compiling all of .venv up front costs ~20 s).
 test: export PYTHONDONTWRITEBYTECODE =
 test: $(STAMP)
-	$(BIN)/ruff check agentcoder tests scripts
+	$(BIN)/ruff check agentcoder hydra_plugins tests scripts
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q -m "smoke" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
@@ -46,7 +46,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow and not smoke" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: $(STAMP)
-	$(BIN)/ruff check agentcoder tests scripts
+	$(BIN)/ruff check agentcoder hydra_plugins tests scripts
 
 clean-venv:
 	rm -rf $(VENV)

@@ -164,7 +164,7 @@ def check_data(s: Section) -> None:
 
 
 def check_eval(s: Section) -> None:
-    s.one_of("split", ("train", "val", "test"))
+    s.one_of("split", ("train", "val", "test", "none"))
     s.one_of("parallel_matching", ("optimal", "greedy"))
     s.one_of("objective", OBJECTIVES)
     s.positive_int("batch_size", auto="by token_budget")
@@ -332,6 +332,21 @@ def problems(cfg: DictConfig, *, starting: bool = True) -> list[str]:
     lines += [f"{key}={value} is not allowed; expected a finite number" for key, value in _floats(plain)
               if not math.isfinite(value) and key not in said]
     return list(dict.fromkeys(lines))
+
+
+SEARCH_DIRECTIONS = ("maximize", "minimize")
+SEARCH_SAMPLERS = ("tpe", "random")
+
+
+def search_problems(settings: Any) -> list[str]:
+    """hydra.sweeper's settings under hydra/sweeper=optuna, one line per bad value."""
+    s = Section(OmegaConf.create(dict(settings)), "hydra.sweeper.")
+    s.positive_int("n_trials")
+    s.positive_int("n_jobs")
+    s.one_of("direction", SEARCH_DIRECTIONS)
+    s.one_of("sampler", SEARCH_SAMPLERS)
+    s.need("startup_trials", _int(s["startup_trials"]) and s["startup_trials"] >= 0, "an int >= 0")
+    return s.lines
 
 
 def validate(cfg: DictConfig, *, starting: bool = True) -> DictConfig:

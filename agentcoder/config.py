@@ -18,6 +18,10 @@ from omegaconf.errors import OmegaConfBaseException
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+# hydra/sweeper=optuna's class (hydra_plugins/agentcoder_sweeper): preflight knows a search by it.
+SEARCH_SWEEPER = "hydra_plugins.agentcoder_sweeper.optuna_sweeper.OptunaSweeper"
+
+
 class ConfigError(ValueError):
     """A config value is wrong; the message is one line naming key, value and what is allowed."""
 
@@ -88,12 +92,15 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    split: str = "test"
+    split: str = "test"  # train | val | test | none (no final evaluation: a search trial's objective is its val)
     limit: int | None = None
     batch_size: Any = "auto"  # int or "auto"
     max_new_tokens: int = 128
     # The metric the Hydra task returns, so an optimizing sweeper (e.g. Optuna) can maximise it.
     objective: str = "exact_match"
+    # hydra/sweeper=optuna: also evaluate each trial on eval.split (false: trials read val only, and the
+    # best settings are run on test afterwards, with seeds).
+    test_in_search: bool = False
     token_budget: Any = "auto"  # int or "auto": prompt + new tokens per generate() batch
     parallel_matching: str = "optimal"  # optimal | greedy (BFCL's first-fit pairing)
     latency_probe: int = 8  # examples timed one at a time for single-request latency (0: off)
@@ -212,6 +219,7 @@ class DebugMethod:
     fail: bool = False
     fail_rank: int | None = None  # with fail: only this rank of a run on several processes fails
     value: float = 0.0
+    sleep_s: float = 0.0  # takes this long (a window for the tests that stop a sweep mid-job)
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from agentcoder.checks import problems, short, validate
-from agentcoder.config import CONF_DIR, ConfigError, config_hash, merge_schema
+from agentcoder.checks import problems, search_problems, short, validate
+from agentcoder.config import CONF_DIR, SEARCH_SWEEPER, ConfigError, config_hash, merge_schema
 from agentcoder.files import RUN_FILE, read_json
 from agentcoder.tracking.records import effective_status
 
@@ -148,13 +148,15 @@ def check_overrides(
     extra: list[str] = []
     resume_dir = None
     has_run_dir = False
+    hydra_ovs: list[str] = []
     for ov in parsed:
         key = ov.key_or_group
         if ov.is_hydra_override():
             has_run_dir |= key == "hydra.run.dir"
+            hydra_ovs.append(ov.input_line)
             continue
         prefix = "~" if ov.is_delete() else "++" if ov.is_force_add() else "+" if ov.is_add() else ""
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [None]
+        values = sweep_values(ov) if ov.is_sweep_override() else [None]
         if key in groups and not ov.is_delete():
             for v in values:
                 v = ov.get_value_element_as_str() if v is None else v
@@ -178,7 +180,11 @@ def check_overrides(
     configs = [base] + [base[:i] + [alt] + base[i + 1 :] for i, alt in variants]
     if multirun:
         given = {ov.key_or_group for ov in parsed}
-        configs += [base + [alt] for alt in _overlay_variants(conf_dir, base, given)]
+        configs += [base + alt for alt in _overlay_variants(conf_dir, base, given)]
+    sweeper = _search_sweeper(conf_dir, base + hydra_ovs) if multirun else None
+    searching = sweeper is not None
+    if searching:
+        errors += search_problems(sweeper)
     first = None
     for ovs in configs:
         try:
@@ -187,6 +193,8 @@ def check_overrides(
             errors.append(str(err))
             continue
         errors += check_config(cfg, starting=starting)
+        if searching and not errors:
+            errors += trial_problems(validate(cfg, starting=starting))
         first = cfg if first is None else first
     if resume_dir and first is not None and not errors:
         errors += check_resume(validate(first), resume_dir)
@@ -195,9 +203,34 @@ def check_overrides(
     return [] if has_run_dir else extra
 
 
-def _overlay_variants(conf_dir: Path, base: list[str], given: set[str]) -> list[str]:
-    """`key=value` for every value of the composed `hydra.sweeper.params` (an experiment overlay's
-    sweep) whose key the command line leaves alone (a command-line sweep of a key replaces it)."""
+def _search_sweeper(conf_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """hydra.sweeper's settings when OVERRIDES compose a search (hydra/sweeper=optuna), else None."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            hydra_cfg = compose("config", overrides=overrides, return_hydra_config=True).hydra
+    except Exception:  # noqa: BLE001 - the composition reports its own error
+        return None
+    if OmegaConf.select(hydra_cfg, "sweeper._target_") != SEARCH_SWEEPER:
+        return None
+    return OmegaConf.to_container(hydra_cfg.sweeper, resolve=False)
+
+
+def trial_problems(cfg: DictConfig) -> list[str]:
+    """What keeps the run config CFG from being a search trial: its objective is read on val, never on
+    test (tune on val, report on test)."""
+    if cfg.method.name == "baseline" and cfg.eval.test_in_search:
+        return [f"eval.test_in_search=true with method=baseline in a search: its one evaluation would be "
+                f"eval.split={cfg.eval.split}, and a search never reads its objective from test; leave "
+                f"eval.test_in_search=false (its trials then evaluate val)"]
+    return []
+
+
+def _overlay_variants(conf_dir: Path, base: list[str], given: set[str]) -> list[list[str]]:
+    """The overrides that check every value of the composed `hydra.sweeper.params` (an experiment
+    overlay's sweep or search space) whose key the command line leaves alone (a command-line sweep of a
+    key replaces it): the params' fixed values, plus one `key=value` of a swept key at a time."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -208,7 +241,8 @@ def _overlay_variants(conf_dir: Path, base: list[str], given: set[str]) -> list[
     except Exception:  # noqa: BLE001 - the base composition reports its own error
         return []
     parser = OverridesParser.create()
-    out: list[str] = []
+    fixed: list[str] = []
+    swept: list[str] = []
     for key, spec in params.items():
         if key in given:
             continue
@@ -216,9 +250,23 @@ def _overlay_variants(conf_dir: Path, base: list[str], given: set[str]) -> list[
             (ov,) = parser.parse_overrides([f"{key}={spec}"])
         except Exception as err:  # noqa: BLE001
             raise ConfigError(f"hydra.sweeper.params.{key}={short(str(spec))}: {' '.join(str(err).split())}") from None
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
-        out += [f"{key}={v}" for v in values]
-    return out
+        if ov.is_sweep_override():
+            swept += normalize_overrides([f"{key}={v}" for v in sweep_values(ov)])
+        else:
+            fixed += normalize_overrides([f"{key}={ov.get_value_element_as_str()}"])
+    return [fixed + [alt] for alt in swept] or ([fixed] if fixed else [])
+
+
+def sweep_values(override: Any) -> list[str]:
+    """The values that stand for all a swept OVERRIDE can take: every value of a list, choice or range;
+    an interval's two ends (an int interval when tagged `int`, as hydra/sweeper=optuna samples it)."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    sweep = override.value()
+    if isinstance(sweep, IntervalSweep):
+        cast = int if "int" in sweep.tags else float
+        return [repr(cast(sweep.start)), repr(cast(sweep.end))]
+    return list(override.sweep_string_iterator())
 
 
 def compose_config(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:

@@ -28,6 +28,7 @@ from agentcoder.config import CONF_DIR, METHODS, ConfigError, config_hash
 from agentcoder.preflight import check_overrides, normalize_overrides, split_argv
 from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
 from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
+from agentcoder.tracking.result import objective_value
 from agentcoder.tracking.secrets import scrub_file
 
 
@@ -89,8 +90,9 @@ def _hydra_facts() -> tuple[Path, dict]:
 
 
 def run_task(raw_cfg: DictConfig) -> float | None:
-    """One job: validate, record, dispatch to the method; returns the run's `eval.objective` metric
-    (what an optimizing sweeper such as Optuna maximises), None for a skipped job."""
+    """One job: validate, record, dispatch to the method; returns the run's objective (`eval.objective`
+    on the validation split: what hydra/sweeper=optuna maximises), or None where the run has none.  A job
+    skipped as already completed returns the objective its record holds."""
     cfg = validate(raw_cfg)  # also a sweep combination preflight did not compose
     run_dir, facts = _hydra_facts()
 
@@ -104,7 +106,7 @@ def run_task(raw_cfg: DictConfig) -> float | None:
             if ranks.is_main():
                 mark_skipped(run_dir)
             print(f"[agentcoder] skip {run_dir}: already completed with the same config (resume=false re-runs)")
-            return None
+            return objective_value(previous.get("objective"))
 
     from agentcoder.methods import load_method
 
@@ -118,8 +120,9 @@ def run_task(raw_cfg: DictConfig) -> float | None:
 
             steps = int((result.training or {}).get("steps") or 0)
             record.update(trackers=report_final(report_to, run_dir, metrics, step=steps))
+        record.update(objective=result.objective)
         record.complete(metrics)
-    return result.objective(cfg.eval.objective)
+    return result.objective_value()
 
 
 task = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_task)

@@ -42,6 +42,14 @@ def test_every_method_once_then_compare(smoke_args, tmp_path):
     assert "5 completed, 0 failed" in proc.stdout, proc.stdout[-2000:]
     reused = proc.stdout.count("SFT stage reused")
     assert reused == 3  # the lora job's adapter is the stage of dpo, grpo and ppo
+    # Each run's objective is its selected checkpoint's val figure, never test; baseline, evaluated on
+    # test alone, has none.
+    records = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in sweep.glob("*/run.json")}
+    assert records["baseline"]["objective"] is None
+    for method in ("lora", "dpo", "grpo", "ppo"):
+        objective = records[method]["objective"]
+        assert objective["split"] == "val" and objective["metric"] == "exact_match", (method, objective)
+        assert objective["value"] == records[method]["train"]["best_val_exact_match"]
     out = tmp_path / "cmp"
     compare([str(sweep), "--out", str(out), "--report", "--resamples", "200"])
     table = pd.read_csv(out / "comparison.csv")

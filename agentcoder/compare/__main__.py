@@ -103,6 +103,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from agentcoder.compare import tables
     from agentcoder.compare.runs import FilterError, filter_runs, load_runs, parse_where
+    from agentcoder.compare.search import (
+        display_frame,
+        is_trial,
+        load_searches,
+        report_section,
+        summary_lines,
+        write_search,
+    )
     from agentcoder.evaluation.metrics import metric_legend
     from agentcoder.files import atomic_write_text
 
@@ -115,10 +123,13 @@ def main(argv: list[str] | None = None) -> None:
         runs = filter_runs(runs, parse_where(args.where))
     except FilterError as err:
         _fail(str(err))
-    if not runs:
+    # A search's trials are read on val: its own view, never the method tables.
+    searches = load_searches(dirs)
+    runs = [r for r in runs if not is_trial(r)]
+    if not runs and not searches:
         where = f" matching --where {' '.join(args.where)}" if args.where else ""
         searched = " ".join(map(str, dirs)) if dirs else f"{' or '.join(DEFAULT_DIRS)} (neither exists here)"
-        _fail(f"no run dirs (folders with run.json){where} under {searched}")
+        _fail(f"no run dirs (folders with run.json) and no search{where} under {searched}")
 
     table = tables.comparison_table(runs, resamples=args.resamples)
     failures = tables.failures_table(runs)
@@ -132,7 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     if not console.is_terminal:
         console = Console(width=200)  # piped into a file: room for the whole table
     n_ok = sum(r.row["status"] == "completed" for r in runs)
-    if table.empty:
+    for search in searches:
+        if not search.trials.empty:
+            _print_frame(console, f"search {search.label}: trials (objective on val)", display_frame(search))
+        for line in summary_lines(search):
+            console.print(line)
+    if table.empty and searches and not runs:
+        pass  # a search alone: its trials are all there is
+    elif table.empty:
         console.print("[bold]no completed run[/] among the run dirs found")
     else:
         _print_frame(console, f"{n_ok} completed runs in {len(table)} configurations "
@@ -166,12 +184,14 @@ def main(argv: list[str] | None = None) -> None:
             from agentcoder.compare.plots import write_plots
 
             plots = write_plots(table, runs, out)
+        search_files = write_search(searches, out, plots=not args.no_plots) if searches else []
         if args.report:
             from agentcoder.compare.report import write_report
 
-            write_report(out / "report.md", table, failures, reasons, runs, plots, notes, [str(d) for d in dirs])
+            write_report(out / "report.md", table, failures, reasons, runs, plots, notes, [str(d) for d in dirs],
+                         search=report_section(searches, set(search_files)) if searches else "")
         return ["comparison.csv", "comparison.md", "runs.csv", "failures.csv", "reasons.csv",
-                *(p.name for p in plots), *(["report.md"] if args.report else [])]
+                *(p.name for p in plots), *search_files, *(["report.md"] if args.report else [])]
 
     out = args.out
     try:

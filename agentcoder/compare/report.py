@@ -180,8 +180,9 @@ def _status_counts(failures: pd.DataFrame) -> str:
 
 def write_report(
     path: Path, table: pd.DataFrame, failures: pd.DataFrame, reasons: pd.DataFrame, runs: list[Run],
-    plots: list[Path], notes: list[str], sources: list[str],
+    plots: list[Path], notes: list[str], sources: list[str], *, search: str = "",
 ) -> Path:
+    """report.md; SEARCH: the "Search" section of a search's trials (compare/search.py), if any."""
     from agentcoder.files import atomic_write_text
 
     by_dir = {r.name: r for r in runs}
@@ -246,6 +247,7 @@ def write_report(
         to_markdown(percent_frame(reasons)) if not reasons.empty else "_(no predictions)_\n",
         "## Not in the means\n",
         to_markdown(failures.drop(columns=["started_at"], errors="ignore")) if not failures.empty else "_(none)_\n",
+        *([search] if search else []),
     ]
     atomic_write_text(path, "\n".join(parts))
     return path

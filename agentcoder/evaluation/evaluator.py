@@ -29,6 +29,7 @@ from agentcoder.files import PREDICTIONS_FILE
 class EvalResult:
     metrics: dict[str, Any]
     rows: list[dict[str, Any]]
+    split: str | None = None  # what evaluate_run evaluated; None: nothing (eval.split=none)
 
 
 def select_examples(examples: Sequence[Example], limit: int | None) -> list[Example]:
@@ -141,6 +142,17 @@ def evaluate(
     return EvalResult(metrics=metrics, rows=done)
 
 
+def evaluate_as_run(cfg: Any, model: Any, tokenizer: Any, examples: Sequence[Example], *, desc: str,
+                    progress: bool = True, latency_probe: int = 0) -> EvalResult:
+    """EXAMPLES evaluated with the run's settings (cfg.eval's lengths, batching and matching): the test
+    split, val selection and a baseline's val objective all go through here."""
+    return evaluate(
+        model, tokenizer, examples, tool_format=cfg.model.tool_format, max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size, token_budget=cfg.eval.token_budget, latency_probe=latency_probe,
+        parallel_matching=cfg.eval.parallel_matching, progress=progress, desc=desc,
+    )
+
+
 def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     from agentcoder.files import atomic_write_text
 
@@ -149,13 +161,15 @@ def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def evaluate_run(cfg: Any, model: Any, tokenizer: Any, splits: Any, run_dir: Path) -> EvalResult:
     """The final evaluation every method ends with: cfg.eval.split capped at cfg.eval.limit,
-    with the run's generation settings, predictions written to RUN_DIR/predictions.jsonl."""
+    with the run's generation settings, predictions written to RUN_DIR/predictions.jsonl.
+    eval.split=none (a search trial): nothing is evaluated or written."""
+    if cfg.eval.split == "none":
+        skipped = "eval.split=none, the test split is not evaluated"
+        return EvalResult(metrics={"overall": {}, "per_category": {}, "final_evaluation": skipped}, rows=[])
     examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
-    result = evaluate(
-        model, tokenizer, examples, tool_format=cfg.model.tool_format, max_new_tokens=cfg.eval.max_new_tokens,
-        batch_size=cfg.eval.batch_size, token_budget=cfg.eval.token_budget, latency_probe=cfg.eval.latency_probe,
-        parallel_matching=cfg.eval.parallel_matching, desc=f"eval {cfg.eval.split}",
-    )
+    result = evaluate_as_run(cfg, model, tokenizer, examples, latency_probe=cfg.eval.latency_probe,
+                             desc=f"eval {cfg.eval.split}")
     if ranks.is_main():
         write_predictions(Path(run_dir) / PREDICTIONS_FILE, result.rows)
+    result.split = cfg.eval.split
     return result

@@ -196,6 +196,8 @@ def format_table(metrics: dict[str, Any]) -> str:
 
     Shares read `0.240 [0.14,0.38]`: the share and its 95% Wilson interval.
     """
+    if not metrics.get("overall") and metrics.get("evaluation", {}).get("final_evaluation"):
+        return f"(no final evaluation: {metrics['evaluation']['final_evaluation']})"
     rows = [("overall", metrics.get("overall", {}))]
     rows += sorted(metrics.get("per_category", {}).items())
     label_w = max(8, *(len(name) for name, _ in rows))

@@ -8,11 +8,13 @@ so sweeps over it give an optimizing sweeper something to maximise.  Under sever
 
 from __future__ import annotations
 
+import time
+
 from omegaconf import DictConfig
 
 from agentcoder import ranks
 from agentcoder.tracking.records import RunRecord
-from agentcoder.tracking.result import MethodResult
+from agentcoder.tracking.result import MethodResult, val_objective
 
 
 class DebugFailure(RuntimeError):
@@ -20,8 +22,12 @@ class DebugFailure(RuntimeError):
 
 
 def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
+    if cfg.method.sleep_s > 0:
+        time.sleep(cfg.method.sleep_s)
     if cfg.method.fail and cfg.method.fail_rank in (None, ranks.rank()):
         where = f" on rank {ranks.rank()}" if ranks.world_size() > 1 else ""
         raise DebugFailure(f"method.fail=true (value={cfg.method.value}): failing on purpose{where}")
     overall = {"exact_match": cfg.method.value, "value": cfg.method.value, "seed": cfg.seed}
-    return MethodResult(method="debug", split=None, model=None, overall=overall)
+    # Its value stands for a val figure, so a search over method.value has an objective to maximise.
+    return MethodResult(method="debug", split=None, model=None, overall=overall,
+                        objective=val_objective(cfg.eval.objective, overall, None))

@@ -112,6 +112,7 @@ def evaluate_registered(cfg: DictConfig, record: RunRecord, entry: dict[str, Any
     from agentcoder.methods.baseline import evaluate_model
     from agentcoder.methods.registry import SftStage
     from agentcoder.tracking.trainlog import LOSS_CURVE_FILE
+    from agentcoder.training.selection import best_objective
 
     trained_by = Path(entry["run_dir"])
     print(f"[{TAG}] SFT stage reused: {entry['adapter']} (trained by {trained_by}); evaluating it")
@@ -127,6 +128,7 @@ def evaluate_registered(cfg: DictConfig, record: RunRecord, entry: dict[str, Any
         artifacts={"adapter": entry["adapter"], "train_log": str(record.dir / TRAIN_LOG_FILE),
                    "loss_curve": str(record.dir / LOSS_CURVE_FILE)},
         details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True), "stage": stage},
+        objective=best_objective(trained_by, cfg.eval.objective),
     )
 
 

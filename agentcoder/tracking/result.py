@@ -29,6 +29,9 @@ class MethodResult:
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path (predictions, adapter, ...)
     details: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)  # how it was scored, e.g. parallel_matching
+    # What the run returns to a sweeper: {metric, split ("val", never test), n, value}; None when the
+    # run measured no validation figure (baseline evaluated on test only).
+    objective: dict[str, Any] | None = None
 
     @classmethod
     def from_evaluation(cls, method: str, split: str | None, model: str | None, metrics: dict[str, Any],
@@ -38,10 +41,9 @@ class MethodResult:
         return cls(method=method, split=split, model=model, overall=metrics["overall"],
                    per_category=metrics.get("per_category", {}), evaluation=settings, **rest)
 
-    def objective(self, key: str) -> float | None:
-        """The overall metric KEY as a float (what the Hydra task returns to a sweeper), None if absent."""
-        value = self.overall.get(key)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    def objective_value(self) -> float | None:
+        """The objective's value as a float (what the Hydra task returns to a sweeper), None if absent."""
+        return objective_value(self.objective)
 
     def to_metrics(self) -> dict[str, Any]:
         """The metrics.json document: the same keys for every method."""
@@ -56,4 +58,21 @@ class MethodResult:
             "artifacts": self.artifacts,
             "details": self.details,
             "evaluation": self.evaluation,
+            "objective": self.objective,
         }
+
+
+def val_objective(metric: str, overall: dict[str, Any] | None, n: int | None, **where: Any) -> dict[str, Any] | None:
+    """The objective record of METRIC read from a validation evaluation's OVERALL figures (n examples;
+    WHERE: e.g. the step it was selected at), None when there is no such figure."""
+    value = (overall or {}).get(metric)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return {"metric": metric, "split": "val", "n": n, "value": float(value), **where}
+
+
+def objective_value(objective: dict[str, Any] | None) -> float | None:
+    """The value of an objective record (run.json's `objective`), None when absent or not on val."""
+    if not objective or objective.get("split") != "val" or objective.get("value") is None:
+        return None
+    return float(objective["value"])

@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 from agentcoder import ranks
 from agentcoder.files import read_json
 from agentcoder.tracking.records import atomic_write_json
+from agentcoder.tracking.result import val_objective
 
 ADAPTER_DIR = "adapter"
 BEST_FILE = "best.json"
@@ -38,6 +39,7 @@ class ValSelection(TrainerCallback):
         best = read_json(run_dir / BEST_FILE) or {}  # a resumed run keeps competing with its old best
         self.best_score: float | None = best.get("val_exact_match")
         self.best_step: int | None = best.get("step")
+        self.best_overall: dict[str, Any] | None = best.get("overall")  # every val figure at the best step
         self.last_step: int | None = None
         self.last_score: float | None = None
         self.eval_time_s = 0.0
@@ -45,27 +47,29 @@ class ValSelection(TrainerCallback):
     def check(self, model: Any, step: int) -> dict[str, float]:
         """Val exact match of MODEL at STEP; on improvement the adapter and best.json are saved.
         Returns the figures to log (the trainer callback logs them; PPO's loop writes its own log)."""
-        from agentcoder.evaluation.evaluator import evaluate
+        from agentcoder.evaluation.evaluator import evaluate_as_run
 
         t0 = time.perf_counter()
-        result = evaluate(
-            model, self.tokenizer, self.examples, tool_format=self.cfg.model.tool_format,
-            max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size,
-            token_budget=self.cfg.eval.token_budget, parallel_matching=self.cfg.eval.parallel_matching,
-            progress=False, desc=f"val@{step}",
-        )
+        result = evaluate_as_run(self.cfg, model, self.tokenizer, self.examples, progress=False, desc=f"val@{step}")
         seconds = time.perf_counter() - t0
         self.eval_time_s += seconds
         em = float(result.metrics["overall"]["exact_match"])
         self.last_step, self.last_score = step, em
         if self.best_score is None or em > self.best_score:
             self.best_score, self.best_step = em, step
+            self.best_overall = {k: v for k, v in result.metrics["overall"].items() if not isinstance(v, list)}
             if ranks.is_main():
                 save_adapter(model, self.tokenizer, self.run_dir / ADAPTER_DIR)
-                best = {"val_exact_match": em, "step": step, "n_val": len(self.examples)}
+                best = {"val_exact_match": em, "step": step, "n_val": len(self.examples),
+                        "overall": self.best_overall}
                 atomic_write_json(self.run_dir / BEST_FILE, best)
         print(f"[{self.tag}] step {step}: val exact match {em:.3f} (best {self.best_score:.3f} @ {self.best_step})")
         return {"val_exact_match": em, "val_best_exact_match": self.best_score, "val_s": seconds}
+
+    def objective(self, metric: str) -> dict[str, Any] | None:
+        """The run's objective: METRIC of the selected (best) checkpoint on the val examples it was
+        selected on; None when nothing was selected (no val split)."""
+        return best_objective(self.run_dir, metric)
 
     def score(self, model: Any, step: int) -> float:
         figures = self.check(model, step)
@@ -83,6 +87,13 @@ class ValSelection(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
         if self.examples and self.last_step != state.global_step:
             self.score(model, state.global_step)
+
+
+def best_objective(run_dir: Path, metric: str) -> dict[str, Any] | None:
+    """The objective record of the adapter RUN_DIR selected (its best.json): METRIC on val at the best step."""
+    best = read_json(Path(run_dir) / BEST_FILE) or {}
+    overall = best.get("overall") or ({"exact_match": best["val_exact_match"]} if "val_exact_match" in best else None)
+    return val_objective(metric, overall, best.get("n_val"), step=best.get("step"))
 
 
 def save_adapter(model: Any, tokenizer: Any, target: Path) -> None:

@@ -297,7 +297,8 @@ def finish(
     cfg: DictConfig, peft_model: Any, base: Base, splits: Any, run_dir: Path, selection: ValSelection,
     training: TrainFigures, *, details: dict[str, Any] | None = None, artifacts: dict[str, str] | None = None,
 ) -> MethodResult:
-    """The best adapter on the test split, evaluated as method=baseline evaluates a model.
+    """The best adapter on the test split, evaluated as method=baseline evaluates a model; the run's
+    objective is the selected checkpoint's val figure (eval.objective).
 
     On a full-precision base the adapter is merged first: the same function, without the extra
     LoRA matmuls in every layer (~2x faster on CPU).
@@ -312,15 +313,17 @@ def finish(
     test_model = peft_model if is_quantized(cfg) else peft_model.merge_and_unload()
     evaluation = evaluate_run(cfg, test_model, base.tokenizer, splits, run_dir)
     figures = training.as_dict()
+    predictions = {"predictions": str(run_dir / PREDICTIONS_FILE)} if evaluation.rows else {}
     result = MethodResult.from_evaluation(
-        method, cfg.eval.split, f"{base.info.get('label')}+{method}", evaluation.metrics,
+        method, evaluation.split, f"{base.info.get('label')}+{method}", evaluation.metrics,
         training=figures,
         artifacts={
-            "adapter": str(adapter_dir), "predictions": str(run_dir / PREDICTIONS_FILE),
+            "adapter": str(adapter_dir), **predictions,
             "train_log": str(run_dir / TRAIN_LOG_FILE), "loss_curve": str(run_dir / LOSS_CURVE_FILE),
             **(artifacts or {}),
         },
         details=details or {},
+        objective=selection.objective(cfg.eval.objective),
     )
     print(format_table(result.to_metrics()))
     print(f"[{method}] " + json.dumps(figures))
