@@ -37,13 +37,15 @@ def test_a_sweeper_receives_the_objective_metric_and_run_json_holds_the_resolved
     assert [job.return_value for job in jobs] == [0.25, 0.75]
 
     record = json.loads((tmp_path / "1" / "run.json").read_text())
-    assert record["config"]["method"] == {"name": "debug", "fail": False, "fail_rank": None, "value": 0.75}
+    assert record["config"]["method"] == {"name": "debug", "fail": False, "fail_rank": None, "value": 0.75,
+                                          "sleep_s": 0.0}
+    assert record["objective"] == {"metric": "exact_match", "split": "val", "n": None, "value": 0.75}
     assert record["config"]["eval"]["objective"] == "exact_match"
     assert "${" not in json.dumps(record["config"])  # resolved, e.g. cache_dir
     metrics = json.loads((tmp_path / "1" / "metrics.json").read_text())
     assert metrics["schema_version"] == 1
     assert set(metrics) == {"schema_version", "method", "split", "model", "overall", "per_category", "training",
-                            "artifacts", "details", "evaluation"}
+                            "artifacts", "details", "evaluation", "objective"}
 
 
 @dataclass
@@ -53,10 +55,12 @@ class ToyMethod:
 
 
 TOY_MODULE = '''
-from agentcoder.tracking.result import MethodResult
+from agentcoder.tracking.result import MethodResult, val_objective
 
 def run(cfg, record):
-    return MethodResult(method="toy", split="test", model="none", overall={"exact_match": cfg.method.score * 2})
+    overall = {"exact_match": cfg.method.score * 2}
+    return MethodResult(method="toy", split="test", model="none", overall=overall,
+                        objective=val_objective("exact_match", {"exact_match": cfg.method.score}, 10))
 '''
 
 
@@ -69,7 +73,7 @@ def test_a_method_added_through_the_table_alone_is_dispatched(tmp_path, monkeypa
     monkeypatch.setitem(METHODS, "toy", MethodSpec(ToyMethod, "toy_method"))
 
     jobs = hydra_multirun(conf, ["method=toy", "method.score=0.1,0.3", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
-    assert [job.return_value for job in jobs] == pytest.approx([0.2, 0.6])
+    assert [job.return_value for job in jobs] == pytest.approx([0.1, 0.3])  # its val figure, never test
     assert "toy" in built_methods()
     metrics = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
     assert metrics["method"] == "toy" and metrics["overall"] == {"exact_match": pytest.approx(0.2)}
