@@ -398,6 +398,11 @@ def all_train_params(cfg: DictConfig, base: Any) -> DictConfig:
     return _merged_train(base, [cfg.all_train], "all_train")
 
 
+# (section, key, value): eval.test_in_search only matters inside a search; debug's sleep is a test's
+# window, not a setting.
+UNMEASURED_DEFAULTS = (("eval", "test_in_search", False), ("method", "sleep_s", 0.0))
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Hash of the resolved run config (hydra node excluded): same hash, same experiment."""
     import hashlib
@@ -410,6 +415,10 @@ def config_hash(cfg: DictConfig) -> str:
         plain.pop("resume_from", None)
         if not plain.get("all_train"):  # unset: the hash of a config from before the key existed
             plain.pop("all_train", None)
+        # Keys that change nothing a run measures while at these values: hashed as before they existed.
+        for section, key, value in UNMEASURED_DEFAULTS:
+            if isinstance(plain.get(section), dict) and plain[section].get(key, value) == value:
+                plain[section].pop(key, None)
         # A method without method.train (baseline) reads no train data: its data_fraction changes
         # nothing, so a grid's three fractions are one job (the later two skip as done).
         if isinstance(plain.get("method"), dict) and "train" not in plain["method"]:
