@@ -118,6 +118,8 @@ def test_planned_method_still_shows_its_config(tmp_path):
         (["data.max_examples=-3"], "data.max_examples=-3"),
         (["data.path=/tmp/x.jsonl"], "data.path=/tmp/x.jsonl is not read by data=bfcl"),
         (["method=debug", "method.value=nan"], "method.value=nan"),
+        (["eval.irrelevance_unparsed=maybe"],
+         "eval.irrelevance_unparsed=maybe is not allowed; expected one of correct, wrong"),
     ],
 )
 def test_values_that_were_accepted_silently_are_rejected(overrides, expected):

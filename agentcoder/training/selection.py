@@ -52,7 +52,7 @@ class ValSelection(TrainerCallback):
             model, self.tokenizer, self.examples, tool_format=self.cfg.model.tool_format,
             max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size,
             token_budget=self.cfg.eval.token_budget, parallel_matching=self.cfg.eval.parallel_matching,
-            progress=False, desc=f"val@{step}",
+            irrelevance_unparsed=self.cfg.eval.irrelevance_unparsed, progress=False, desc=f"val@{step}",
         )
         seconds = time.perf_counter() - t0
         self.eval_time_s += seconds
