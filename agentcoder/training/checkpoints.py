@@ -74,7 +74,7 @@ def read_part(path: Path, load: Callable[[Path], T]) -> T:
     try:
         return load(path)
     except Exception as err:  # noqa: BLE001 - torch's and safetensors' errors name no file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
         raise DamagedCheckpoint(f"{path}: {type(err).__name__}{': ' + first if first else ''}") from err
 
 
