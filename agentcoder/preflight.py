@@ -276,8 +276,9 @@ def check_rerun(cfg: DictConfig, run_dir: str) -> list[str]:
     """`hydra.run.dir=RUN_DIR` into a killed run (failed, interrupted or stale) goes on from its
     checkpoints as `resume_from` does, so it gets the same config check; resume=false starts over."""
     record = read_json(Path(run_dir).expanduser() / RUN_FILE)
-    if not cfg.resume or not record or effective_status(record) not in ("failed", "interrupted", "stale"):
-        return []
+    if not cfg.resume or not record or not record.get("config_hash") or \
+            effective_status(record) not in ("failed", "interrupted", "stale"):
+        return []  # (a run that failed before its record had a config left nothing to resume)
     detail = _difference(cfg, Path(run_dir).expanduser(), record)
     if detail is None:
         return []
