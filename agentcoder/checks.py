@@ -166,6 +166,7 @@ def check_data(s: Section) -> None:
 def check_eval(s: Section) -> None:
     s.one_of("split", ("train", "val", "test", "none"))
     s.one_of("parallel_matching", ("optimal", "greedy"))
+    s.one_of("irrelevance_unparsed", ("correct", "wrong"))
     s.one_of("objective", OBJECTIVES)
     s.positive_int("batch_size", auto="by token_budget")
     s.positive_int("max_new_tokens")

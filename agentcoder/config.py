@@ -103,6 +103,7 @@ class EvalConfig:
     test_in_search: bool = False
     token_budget: Any = "auto"  # int or "auto": prompt + new tokens per generate() batch
     parallel_matching: str = "optimal"  # optimal | greedy (BFCL's first-fit pairing)
+    irrelevance_unparsed: str = "correct"  # correct (BFCL's rule) | wrong: an unparseable answer, no call expected
     latency_probe: int = 8  # examples timed one at a time for single-request latency (0: off)
 
 

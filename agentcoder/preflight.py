@@ -147,13 +147,14 @@ def check_overrides(
     variants: list[tuple[int, str]] = []
     extra: list[str] = []
     resume_dir = None
-    has_run_dir = False
+    run_dir = None
     hydra_ovs: list[str] = []
     for ov in parsed:
         key = ov.key_or_group
         if ov.is_hydra_override():
-            has_run_dir |= key == "hydra.run.dir"
             hydra_ovs.append(ov.input_line)
+            if key == "hydra.run.dir":
+                run_dir = ov.get_value_element_as_str()
             continue
         prefix = "~" if ov.is_delete() else "++" if ov.is_force_add() else "+" if ov.is_add() else ""
         values = sweep_values(ov) if ov.is_sweep_override() else [None]
@@ -198,9 +199,11 @@ def check_overrides(
         first = cfg if first is None else first
     if resume_dir and first is not None and not errors:
         errors += check_resume(validate(first), resume_dir)
+    elif run_dir and not multirun and first is not None and not errors:
+        errors += check_rerun(validate(first), run_dir)
     if errors:
         raise ConfigError("\n".join(_truncate_values(e) for e in dict.fromkeys(errors)))
-    return [] if has_run_dir else extra
+    return [] if run_dir else extra
 
 
 def _search_sweeper(conf_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
@@ -310,9 +313,32 @@ def check_resume(cfg: DictConfig, resume_from: str) -> list[str]:
     if status == "running":
         return [f"{where} is still running (pid {record.get('pid')} on {record.get('host')}); "
                 f"stop it first or wait for it"]
+    detail = _difference(cfg, run_dir, record)
+    if detail is None:
+        return []
+    return [f"{where} holds a {record.get('method')} run of another config ({detail}); "
+            f"repeat its overrides to resume it"]
+
+
+def check_rerun(cfg: DictConfig, run_dir: str) -> list[str]:
+    """`hydra.run.dir=RUN_DIR` into a killed run (failed, interrupted or stale) goes on from its
+    checkpoints as `resume_from` does, so it gets the same config check; resume=false starts over."""
+    record = read_json(Path(run_dir).expanduser() / RUN_FILE)
+    if not cfg.resume or not record or not record.get("config_hash") or \
+            effective_status(record) not in ("failed", "interrupted", "stale"):
+        return []  # (a run that failed before its record had a config left nothing to resume)
+    detail = _difference(cfg, Path(run_dir).expanduser(), record)
+    if detail is None:
+        return []
+    return [f"hydra.run.dir={short(run_dir)} holds a killed {record.get('method')} run of another config "
+            f"({detail}); repeat its overrides to resume it, or resume=false to start it over"]
+
+
+def _difference(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> str | None:
+    """None when RECORD's run has CFG's config hash; else the hashes and the first keys that differ."""
     want = config_hash(cfg)
     if record.get("config_hash") == want:
-        return []
+        return None
     diffs = []
     saved = record.get("config") or _saved_config(run_dir)
     if saved is not None:
@@ -323,6 +349,4 @@ def check_resume(cfg: DictConfig, resume_from: str) -> list[str]:
             if now.get(key) != then.get(key):
                 diffs.append(f"{key}: {short(then.get(key), 30)} -> {short(now.get(key), 30)}")
     detail = "; ".join(diffs[:4]) + (f"; +{len(diffs) - 4} more" if len(diffs) > 4 else "")
-    return [f"{where} holds a {record.get('method')} run of another config "
-            f"(hash {record.get('config_hash')} != {want}{': ' + detail if detail else ''}); "
-            f"repeat its overrides to resume it"]
+    return f"hash {record.get('config_hash')} != {want}{': ' + detail if detail else ''}"

@@ -37,9 +37,34 @@ def test_compare_reproduces_the_committed_tables_and_report(tmp_path):
     runs = pd.read_csv(STUDY / "runs.csv")
     assert set(runs["run_dir"]) == {p.name for p in (ROOT / RUNS).iterdir() if (p / "run.json").is_file()}
     # Their metrics.json files predate argument precision/recall; the predictions were rescored since
-    # (scripts/rescore_predictions.py, verdicts unchanged), so the shares come from the rows.
+    # (scripts/rescore_predictions.py), so the shares come from the rows.
     assert table[["argument_precision_mean", "argument_recall_mean"]].notna().all().all()
     assert runs["argument_recall_n"].notna().all()
+
+
+def test_the_study_is_scored_under_bfcls_irrelevance_rule_and_rescoring_reports_each_change(tmp_path, capsys):
+    """The committed runs follow eval.irrelevance_unparsed=correct (rescored from their raw outputs);
+    rescoring one under the strict rule and back names every verdict that changes, and why."""
+    import importlib.util
+    import json
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("rescore_predictions", ROOT / "scripts" / "rescore_predictions.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    main = script.main
+    for run in (ROOT / RUNS).iterdir():
+        assert json.loads((run / "metrics.json").read_text())["evaluation"]["irrelevance_unparsed"] == "correct"
+    run = tmp_path / "dpo-f1.0-seed1"
+    shutil.copytree(ROOT / RUNS / run.name, run)
+    main(["--irrelevance-unparsed", "wrong", str(run)])
+    said = capsys.readouterr().out
+    assert "3 irrelevance_unparsed=wrong: an unparseable answer to an irrelevance prompt, now wrong" in said
+    strict = json.loads((run / "metrics.json").read_text())
+    assert strict["overall"]["exact_match"] == 31 / 150 and strict["evaluation"]["irrelevance_unparsed"] == "wrong"
+    main([str(run.parent)])  # the run's own rule (none recorded in its config): the default, BFCL's
+    assert "3 irrelevance_unparsed=correct" in capsys.readouterr().out
+    assert (run / "predictions.jsonl").read_text() == (ROOT / RUNS / run.name / "predictions.jsonl").read_text()
 
 
 @pytest.mark.slow

@@ -352,3 +352,30 @@ def test_a_lora_job_evaluates_the_registered_adapter_of_its_settings(tiny_model_
     fresh = tmp_path / "lora_again"
     again = lora.run(OmegaConf.merge(cfg, {"resume": False}), RunRecord.start(fresh, cfg, {}))
     assert again.training["steps"] == 2 and (fresh / "checkpoints").is_dir()
+
+
+def test_a_lora_run_re_run_into_its_own_dir_evaluates_its_own_adapter(tiny_model_dir, tmp_path):
+    """`hydra.run.dir=<a completed lora run> eval.limit=3`: the registry names the run's own adapter; the
+    job evaluates it and completes, its train log and curve left where they are."""
+    from agentcoder.files import METRICS_FILE
+    from agentcoder.methods import lora
+    from agentcoder.methods.registry import register_sft
+    from agentcoder.tracking.records import RunRecord
+    from tests.helpers import save_random_adapter
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cfg = lora_cfg(tiny_model_dir, (cache, sha256_file(build_wheel(cache, SIZES))), "method.train.max_steps=2")
+    run_dir = tmp_path / "lora_run"
+    adapter = save_random_adapter(cfg, run_dir / "adapter", std=0.1)
+    (run_dir / METRICS_FILE).write_text(json.dumps({"training": {"steps": 2, "train_time_s": 1.5}}))
+    (run_dir / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    register_sft(cfg, adapter, run_dir)
+
+    again = OmegaConf.merge(cfg, {"eval": {"limit": 3}})
+    with RunRecord.start(run_dir, again, {}) as record:
+        result = lora.run(again, record)
+        record.complete(result.to_metrics())
+    assert record.data["status"] == "completed" and result.overall["n"] == 3
+    assert result.training == {"steps": 2, "train_time_s": 1.5}
+    assert (run_dir / "train_log.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n'

@@ -42,7 +42,7 @@ def test_overall_by_hand() -> None:
         "argument_precision": 8 / 12,  # (2 + 1 + 4 + 1) / (2 + 4 + 4 + 2): every row, not only the right names
         "argument_recall": 7 / 14,  # (2 + 1 + 3 + 1) / (2 + 3 + 2 + 3 + 4)
         "multi_call_accuracy": 1 / 2,  # rows 4, 5
-        "irrelevance_accuracy": 1 / 2,  # row 6; row 7's parse failure is not an abstention
+        "irrelevance_accuracy": 1 / 2,  # row 6; row 7: a parse failure judged wrong (eval.irrelevance_unparsed=wrong)
         "parse_failure_rate": 2 / 7,  # rows 3, 7
         "mean_output_tokens": 170 / 7,
         "latency_n": 7,
@@ -256,3 +256,35 @@ def test_judge_records_the_argument_counts_in_each_prediction_row() -> None:
     assert (row["pred_args"], row["pred_args_right"], row["gold_args"], row["gold_args_right"]) == (2, 1, 1, 1)
     m = compute_metrics([{**row, "id": ex.id, "expects_call": True, "n_gold_calls": 1}])["overall"]
     assert (m["argument_precision"], m["argument_recall"]) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(("rule", "correct"), [("correct", True), ("wrong", False)])
+def test_an_unparseable_answer_to_an_irrelevance_prompt_follows_eval_irrelevance_unparsed(rule, correct) -> None:
+    """BFCL's checker counts an answer it cannot decode as an abstention ("correct", the default); "wrong"
+    counts only a clean answer without a call.  Either way the row says it did not parse, and
+    parse_failure_rate counts it."""
+    from agentcoder.data.example import Example
+    from agentcoder.evaluation.evaluator import judge
+
+    tool = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    irrelevant = Example("irrelevance_0", "test", "irrelevance", [], [tool], [])
+    garbled = '[{"name": "get_weather", "arguments": {"city": '
+    verdict = judge(irrelevant, garbled, irrelevance_unparsed=rule)
+    assert verdict["status"] == "failure" and verdict["correct"] is correct
+    assert verdict["reason"] == (None if correct else "parse_failure")
+    asked = Example("simple_0", "test", "simple", [], [tool], [GoldCall("get_weather", {"city": ["Paris"]})])
+    assert judge(asked, garbled, irrelevance_unparsed=rule)["correct"] is False  # a call was expected: wrong
+    rows = [{**judge(irrelevant, garbled, irrelevance_unparsed=rule), "expects_call": False, "n_gold_calls": 0},
+            {**judge(irrelevant, "No function fits.", irrelevance_unparsed=rule), "expects_call": False,
+             "n_gold_calls": 0}]
+    m = compute_metrics(rows)["overall"]
+    assert m["irrelevance_accuracy"] == m["exact_match"] == (1.0 if correct else 0.5)
+    assert m["parse_failure_rate"] == 0.5
+
+
+def test_judge_defaults_to_bfcls_rule_and_the_training_signals_to_the_strict_one() -> None:
+    from agentcoder.config import EvalConfig
+    from agentcoder.evaluation.scoring import score_output
+
+    assert EvalConfig().irrelevance_unparsed == "correct"
+    assert score_output([], [], "[{")[1].correct is False  # rewards and DPO pairs: no credit for garbled text

@@ -238,6 +238,7 @@ class Killed(RuntimeError):
 def test_a_killed_ppo_run_resumes_from_its_checkpoint_and_says_so(tiny_model_dir, bfcl_cache, tmp_path,  # noqa: F811
                                                                  monkeypatch):
     from agentcoder.methods import ppo
+    from agentcoder.training import checkpoints
     from tests.test_grpo import log_lines, rl_cfg, run_method
 
     cfg = rl_cfg(
@@ -256,7 +257,7 @@ def test_a_killed_ppo_run_resumes_from_its_checkpoint_and_says_so(tiny_model_dir
     with pytest.raises(Killed):
         run_method("ppo", cfg, run)
     monkeypatch.setattr(ppo, "save_checkpoint", save)
-    assert ppo.checkpoints(run / "checkpoints") == [2]
+    assert checkpoints.steps(run / "checkpoints") == [2]
 
     resumed, data = run_method("ppo", cfg, run)
     fresh, _ = run_method("ppo", cfg, tmp_path / "fresh")
@@ -271,3 +272,48 @@ def test_a_killed_ppo_run_resumes_from_its_checkpoint_and_says_so(tiny_model_dir
     assert events == ["train_begin", "resume"]
     assert t["train_time_s"] >= torch.load(run / "checkpoints" / "iter-2" / ppo.STATE_FILE,
                                             weights_only=False)["train_time_s"]
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_passed_over_and_resume_false_starts_over(tiny_model_dir, bfcl_cache, tmp_path,  # noqa: F811
+                                                                        monkeypatch, capsys):
+    """The newest checkpoint's policy weights cut in half: the run goes on from the one before it,
+    naming the damaged file; resume=false into the completed run then trains it afresh."""
+    from omegaconf import OmegaConf
+
+    from agentcoder.methods import ppo
+    from agentcoder.training import checkpoints
+    from tests.test_grpo import rl_cfg, run_method
+
+    cfg = rl_cfg(
+        "ppo", tiny_model_dir, bfcl_cache, "method.init=base", "method.train.max_steps=3",
+        "method.train.batch_size=2", "method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=8",
+        "method.ppo.ppo_epochs=1", "method.train.save_steps=1", "method.train.eval_steps=3",
+    )
+    save = ppo.save_checkpoint
+
+    def save_then_die(folder, policy, optimizer, scheduler, loop, *args):
+        save(folder, policy, optimizer, scheduler, loop, *args)
+        if loop.iteration == 2:
+            raise Killed("killed after the checkpoint of iteration 2")
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(ppo, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run_method("ppo", cfg, run)
+    monkeypatch.setattr(ppo, "save_checkpoint", save)
+    weights = run / "checkpoints" / "iter-2" / "policy" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()
+
+    resumed, data = run_method("ppo", cfg, run)
+    said = capsys.readouterr().out
+    assert f"checkpoint {run / 'checkpoints' / 'iter-2'} is damaged ({weights}: " in said
+    assert "resuming after iteration 1 of 3" in said
+    assert resumed["training"]["resumed"] is True and data["train"]["resumed_from"].endswith("iter-1")
+
+    again, data = run_method("ppo", OmegaConf.merge(cfg, {"resume": False}), run)
+    said = capsys.readouterr().out
+    assert "resume=false; starting over" in said and "resuming" not in said
+    assert again["training"]["resumed"] is False and "resumed_from" not in data["train"]
+    assert checkpoints.steps(run / "checkpoints") == [1, 2]

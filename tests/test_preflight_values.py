@@ -118,6 +118,8 @@ def test_planned_method_still_shows_its_config(tmp_path):
         (["data.max_examples=-3"], "data.max_examples=-3"),
         (["data.path=/tmp/x.jsonl"], "data.path=/tmp/x.jsonl is not read by data=bfcl"),
         (["method=debug", "method.value=nan"], "method.value=nan"),
+        (["eval.irrelevance_unparsed=maybe"],
+         "eval.irrelevance_unparsed=maybe is not allowed; expected one of correct, wrong"),
     ],
 )
 def test_values_that_were_accepted_silently_are_rejected(overrides, expected):
@@ -148,6 +150,24 @@ def test_resume_from_a_run_of_another_config_is_refused_naming_the_difference(tm
     assert same.returncode == 0, same.stderr
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "completed" and record["skipped_at"]  # same config: accepted (and done)
+
+
+def test_a_killed_run_re_run_in_its_dir_under_another_config_is_refused_unless_resume_false(tmp_path):
+    """`hydra.run.dir=<a killed run> method.train.lr=...` would go on from that run's checkpoints under
+    another config: the same check as resume_from refuses it before anything is written; resume=false
+    starts it over."""
+    run = tmp_path / "run"
+    assert cli("method=debug", "method.value=1", f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    record = json.loads((run / "run.json").read_text())
+    record["status"] = "interrupted"
+    (run / "run.json").write_text(json.dumps(record))
+    before = (run / "run.json").read_text()
+    errors = preflight_errors("method=debug", "method.value=2", f"hydra.run.dir={run}")
+    assert len(errors) == 1 and "holds a killed debug run of another config" in errors[0], errors
+    assert re.search(r"method\.value: 1(\.0)? -> 2", errors[0]) and "resume=false" in errors[0]
+    assert (run / "run.json").read_text() == before
+    assert preflight_errors("method=debug", "method.value=1", f"hydra.run.dir={run}") == []
+    assert preflight_errors("method=debug", "method.value=2", "resume=false", f"hydra.run.dir={run}") == []
 
 
 # --- Why, bullet 3: raw Hydra tracebacks, whole values echoed, advice that is then rejected

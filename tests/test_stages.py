@@ -12,6 +12,7 @@ def fake_lora_run(cfg, run_dir: Path) -> Path:
     adapter = run_dir / "adapter"
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
     register_sft(cfg, adapter, run_dir)
     return adapter
 
@@ -44,6 +45,30 @@ def test_a_vanished_adapter_is_not_reused(tmp_path):
     adapter = fake_lora_run(lora, tmp_path / "run")
     shutil.rmtree(adapter)
     assert find_sft(compose_cfg("method=dpo", cache_dir=tmp_path)) is None
+
+
+def test_a_registered_adapter_without_its_weights_or_an_entry_without_one_is_trained_again(tmp_path, capsys):
+    """The weights file gone (adapter_config.json kept), or an entry that names no adapter: the lookup
+    says which file is gone or which registry entry lacks what, and treats the stage as missing."""
+    import json
+
+    from agentcoder.methods.registry import _entry_path
+
+    lora = compose_cfg("method=lora", cache_dir=tmp_path)
+    dpo = compose_cfg("method=dpo", cache_dir=tmp_path)
+    adapter = fake_lora_run(lora, tmp_path / "run")
+    assert find_sft(dpo) is not None
+    (adapter / "adapter_model.safetensors").unlink()
+    assert find_sft(dpo) is None
+    entry = _entry_path(lora, stage_key(lora))
+    said = capsys.readouterr().out
+    weights = adapter.resolve() / "adapter_model.safetensors"
+    assert f"{entry} registers {adapter.resolve()}, but {weights} is gone" in said
+    assert "training it again" in said
+
+    entry.write_text(json.dumps({"key": stage_key(lora), "run_dir": str(tmp_path / "run")}))
+    assert find_sft(dpo) is None
+    assert f"{entry} has no 'adapter'; not reused" in capsys.readouterr().out
 
 
 def test_a_job_waits_for_the_stage_lock_and_stops_waiting_when_its_holder_went_stale(tmp_path, monkeypatch, capsys):

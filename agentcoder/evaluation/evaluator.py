@@ -21,7 +21,7 @@ from agentcoder.data.example import Example
 from agentcoder.evaluation.generate import generate_batched, generation_settings
 from agentcoder.evaluation.matcher import PairingMode
 from agentcoder.evaluation.metrics import compute_metrics
-from agentcoder.evaluation.scoring import argument_counts, score_output
+from agentcoder.evaluation.scoring import IrrelevanceRule, argument_counts, score_output
 from agentcoder.files import PREDICTIONS_FILE
 
 
@@ -44,9 +44,11 @@ def select_examples(examples: Sequence[Example], limit: int | None) -> list[Exam
     return [e for e in examples if e.id in keep]
 
 
-def judge(example: Example, raw: str, *, parallel_matching: PairingMode = "optimal") -> dict[str, Any]:
+def judge(example: Example, raw: str, *, parallel_matching: PairingMode = "optimal",
+          irrelevance_unparsed: IrrelevanceRule = "correct") -> dict[str, Any]:
     """Parse one raw output and match it against the example's gold calls (a predictions row's verdict)."""
-    parsed, verdict = score_output(example.answer, example.tools, raw, parallel_matching=parallel_matching)
+    parsed, verdict = score_output(example.answer, example.tools, raw, parallel_matching=parallel_matching,
+                                   irrelevance_unparsed=irrelevance_unparsed)
     args = argument_counts(example.answer, example.tools, parsed)
     return {
         "status": parsed.status,
@@ -88,6 +90,7 @@ def evaluate(
     token_budget: int | str | None = "auto",
     latency_probe: int = 0,
     parallel_matching: PairingMode = "optimal",
+    irrelevance_unparsed: IrrelevanceRule = "correct",
     progress: bool = True,
     desc: str = "eval",
 ) -> EvalResult:
@@ -119,7 +122,7 @@ def evaluate(
             "prompt_tokens": gen.prompt_tokens,
             "output_tokens": gen.output_tokens,
             "raw": gen.text,
-            **judge(ex, gen.text, parallel_matching=parallel_matching),
+            **judge(ex, gen.text, parallel_matching=parallel_matching, irrelevance_unparsed=irrelevance_unparsed),
             "expects_call": ex.expects_call,
             "n_gold_calls": len(ex.answer),
             "ms_per_example": round(1000 * gen.seconds, 3),
@@ -138,6 +141,7 @@ def evaluate(
     metrics = compute_metrics(done, wall_time_s=wall, peak_memory_bytes=peak)
     metrics["overall"]["wall_time_s"] = wall
     metrics["parallel_matching"] = parallel_matching
+    metrics["irrelevance_unparsed"] = irrelevance_unparsed
     metrics["generation"] = {**generation_settings(), "max_new_tokens": max_new_tokens}  # what decoded
     return EvalResult(metrics=metrics, rows=done)
 
@@ -149,7 +153,8 @@ def evaluate_as_run(cfg: Any, model: Any, tokenizer: Any, examples: Sequence[Exa
     return evaluate(
         model, tokenizer, examples, tool_format=cfg.model.tool_format, max_new_tokens=cfg.eval.max_new_tokens,
         batch_size=cfg.eval.batch_size, token_budget=cfg.eval.token_budget, latency_probe=latency_probe,
-        parallel_matching=cfg.eval.parallel_matching, progress=progress, desc=desc,
+        parallel_matching=cfg.eval.parallel_matching, irrelevance_unparsed=cfg.eval.irrelevance_unparsed,
+        progress=progress, desc=desc,
     )
 
 

@@ -87,9 +87,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            fields=("gold_args", "gold_args_right"), per="argument"),
     Metric("multi_call_accuracy", "multi", hit=lambda r: bool(r["correct"]), count=_multi,
            fields=("correct", "n_gold_calls")),
-    # A parse failure is not an abstention: only a clean answer without a call counts.
-    Metric("irrelevance_accuracy", "irrel", hit=lambda r: r["status"] == "no_call",
-           count=lambda r: not r["expects_call"], fields=("expects_call", "status")),
+    # Exact match where no call is expected: an abstention, and an unparseable answer too under
+    # eval.irrelevance_unparsed=correct (BFCL's rule; parse_failure_rate still shows that share).
+    Metric("irrelevance_accuracy", "irrel", hit=lambda r: bool(r["correct"]),
+           count=lambda r: not r["expects_call"], fields=("expects_call", "correct")),
     Metric("parse_failure_rate", "parse fail", hit=lambda r: r["status"] == "failure", fields=("status",),
            higher_is_better=False),
 )}

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agentcoder.data.example import GoldCall, ToolCall
 from agentcoder.evaluation.matcher import PairingMode, Verdict, check_value, match_calls
 from agentcoder.evaluation.parser import ParseResult, parse_calls
+
+# What an answer that does not parse counts as where no call is expected (an irrelevance prompt).
+# "correct": BFCL's checker, for which an answer it cannot decode holds no call, so the model abstained
+# (eval.irrelevance_unparsed's default: the headline is BFCL's computation); "wrong": only a clean
+# answer without a call abstains (the training signals' rule, so that no reward goes to garbled text).
+IrrelevanceRule = Literal["correct", "wrong"]
+IRRELEVANCE_RULES: tuple[str, ...] = ("correct", "wrong")
+UNPARSED_ABSTENTION = "unparsed_irrelevance"  # the verdict change the "correct" rule makes (rescoring reports it)
 
 
 def score_output(
@@ -24,10 +32,17 @@ def score_output(
     raw: str,
     *,
     parallel_matching: PairingMode = "optimal",
+    irrelevance_unparsed: IrrelevanceRule = "wrong",
 ) -> tuple[ParseResult, Verdict]:
-    """Parse RAW into calls and judge them against ANSWER (empty: no call expected) given TOOLS."""
+    """Parse RAW into calls and judge them against ANSWER (empty: no call expected) given TOOLS;
+    IRRELEVANCE_UNPARSED says what an unparseable answer to an irrelevance prompt counts as."""
+    if irrelevance_unparsed not in IRRELEVANCE_RULES:
+        raise ValueError(f"irrelevance_unparsed={irrelevance_unparsed!r}; "
+                         f"expected one of {', '.join(IRRELEVANCE_RULES)}")
     parsed = parse_calls(raw)
     verdict = match_calls(list(answer), list(tools), parsed, parallel_matching=parallel_matching)
+    if irrelevance_unparsed == "correct" and not answer and parsed.status == "failure":
+        verdict = Verdict(True, None, True)  # as a clean abstention; the row's status still says "failure"
     return parsed, verdict
 
 

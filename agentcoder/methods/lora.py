@@ -115,11 +115,13 @@ def evaluate_registered(cfg: DictConfig, record: RunRecord, entry: dict[str, Any
     from agentcoder.training.selection import best_objective
 
     trained_by = Path(entry["run_dir"])
-    print(f"[{TAG}] SFT stage reused: {entry['adapter']} (trained by {trained_by}); evaluating it")
+    here = trained_by.resolve() == record.dir.resolve()  # a lora run re-run into its own dir
+    print(f"[{TAG}] SFT stage reused: {entry['adapter']} (trained by {'this run dir' if here else trained_by}); "
+          f"evaluating it")
     stage = SftStage.registered(entry).figures()
     record.update(stage=stage)
     for name in (TRAIN_LOG_FILE, LOSS_CURVE_FILE):  # the curves of the training this adapter had
-        if ranks.is_main() and (trained_by / name).is_file():
+        if ranks.is_main() and not here and (trained_by / name).is_file():
             shutil.copyfile(trained_by / name, record.dir / name)
     with_adapter = OmegaConf.merge(cfg, {"model": {"adapter": entry["adapter"]}})
     return evaluate_model(

@@ -38,7 +38,6 @@ killed run goes on exactly as if it had not stopped.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -385,6 +384,8 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
     follow as if it had not stopped); SAVE gets the loop's state after every iteration."""
     from tqdm.auto import tqdm
 
+    from agentcoder.training.checkpoints import restore_rng_states, rng_states
+
     generator = torch.Generator().manual_seed(seed)
     batches = prompt_batches(len(rows), min(p.rollout_batch_size, len(rows)), seed)
     history: list[dict[str, float]] = []
@@ -394,7 +395,7 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
         for _ in range(start):
             next(batches)
         generator.set_state(resume.generator)
-        torch.set_rng_state(resume.torch_rng)
+        restore_rng_states(resume.rng)
     bar = tqdm(range(start + 1, iterations + 1), desc="ppo", unit="it", disable=not progress)
     for it in bar:
         ro = rollout(policy, [rows[i] for i in next(batches)], reward, p, micro_batch)
@@ -419,7 +420,7 @@ def train_ppo(policy: Policy, rows: Sequence[dict[str, Any]], reward: Callable[.
         if on_iteration is not None:
             on_iteration(it, figures)
         if save is not None:
-            save(LoopState(it, history, generator.get_state(), torch.get_rng_state()))
+            save(LoopState(it, history, generator.get_state(), rng_states()))
     return history
 
 
@@ -433,7 +434,7 @@ class LoopState:
     iteration: int
     history: list[dict[str, float]]
     generator: torch.Tensor  # the minibatch shuffles' RNG
-    torch_rng: torch.Tensor  # the sampling's RNG
+    rng: dict[str, Any]  # the sampling's RNGs (training/checkpoints.rng_states: CPU and every CUDA device)
 
 
 STATE_FILE = "ppo_state.pt"
@@ -441,50 +442,54 @@ POLICY_DIR = "policy"
 
 
 def save_checkpoint(folder: Path, policy: Policy, optimizer: Any, scheduler: Any, loop: LoopState,
-                    train_time_s: float, keep: int = 2) -> Path:
-    """policy adapter, value head, optimizer, schedule, RNGs and iteration into FOLDER/iter-N, written
-    whole (temp dir + rename); the last KEEP checkpoints stay."""
-    target = folder / f"iter-{loop.iteration}"
-    tmp = folder / f".iter-{loop.iteration}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    policy.model.save_pretrained(str(tmp / POLICY_DIR), selected_adapters=[policy.model.active_adapter])
-    torch.save({"iteration": loop.iteration, "history": loop.history, "generator": loop.generator,
-                "torch_rng": loop.torch_rng, "value_head": policy.value_head.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "train_time_s": train_time_s}, tmp / STATE_FILE)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    for old in sorted(checkpoints(folder))[:-keep]:
-        shutil.rmtree(folder / f"iter-{old}", ignore_errors=True)
-    return target
+                    train_time_s: float, config_hash: str) -> Path:
+    """Policy adapter, value head, optimizer, schedule, RNGs and iteration into FOLDER/iter-N
+    (training/checkpoints.save: written whole, the last two kept)."""
+    from agentcoder.training import checkpoints
+
+    def write(target: Path) -> None:
+        policy.model.save_pretrained(str(target / POLICY_DIR), selected_adapters=[policy.model.active_adapter])
+        torch.save({"iteration": loop.iteration, "history": loop.history, "generator": loop.generator,
+                    "rng": loop.rng, "value_head": policy.value_head.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "train_time_s": train_time_s}, target / STATE_FILE)
+
+    return checkpoints.save(folder, loop.iteration, write, config_hash)
 
 
-def checkpoints(folder: Path) -> list[int]:
-    """The iterations of the complete checkpoints in FOLDER."""
-    if not folder.is_dir():
-        return []
-    return sorted(int(d.name.removeprefix("iter-")) for d in folder.glob("iter-*")
-                  if d.name.removeprefix("iter-").isdigit() and (d / STATE_FILE).is_file())
+def read_checkpoint(target: Path, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, policy adapter weights) of checkpoint TARGET, each file read whole or named as damaged."""
+    from peft import load_peft_weights
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME
+
+    from agentcoder.training.checkpoints import read_part
+
+    state = read_part(target / STATE_FILE, lambda f: torch.load(f, weights_only=False))
+    weights = read_part(target / POLICY_DIR / SAFETENSORS_WEIGHTS_NAME,
+                        lambda f: load_peft_weights(str(f.parent), device=device))
+    return state, weights
 
 
-def load_checkpoint(folder: Path, policy: Policy, optimizer: Any, scheduler: Any) -> tuple[LoopState, float] | None:
-    """The last checkpoint in FOLDER loaded into POLICY, OPTIMIZER and SCHEDULER: (loop state, training
-    seconds of the attempts so far); None when there is none."""
-    from peft import load_peft_weights, set_peft_model_state_dict
+def load_checkpoint(folder: Path, policy: Policy, optimizer: Any, scheduler: Any, config_hash: str, *,
+                    resume: bool = True) -> tuple[LoopState, float, Path] | None:
+    """The newest whole checkpoint in FOLDER of this config loaded into POLICY, OPTIMIZER and SCHEDULER:
+    (loop state, training seconds of the attempts so far, its dir); None to start over
+    (training/checkpoints.resume_point says why)."""
+    from peft import set_peft_model_state_dict
 
-    done = checkpoints(folder)
-    if not done:
+    from agentcoder.training.checkpoints import resume_point
+
+    device = str(next(policy.value_head.parameters()).device)
+    found = resume_point(folder, lambda target: read_checkpoint(target, device), config_hash, resume=resume, tag=TAG)
+    if found is None:
         return None
-    target = folder / f"iter-{done[-1]}"
-    state = torch.load(target / STATE_FILE, weights_only=False)
-    weights = load_peft_weights(str(target / POLICY_DIR), device=str(next(policy.value_head.parameters()).device))
+    target, (state, weights) = found
     set_peft_model_state_dict(policy.model, weights, adapter_name=policy.model.active_adapter)
     policy.value_head.load_state_dict(state["value_head"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    loop = LoopState(state["iteration"], state["history"], state["generator"], state["torch_rng"])
-    return loop, float(state["train_time_s"])
+    loop = LoopState(state["iteration"], state["history"], state["generator"], state["rng"])
+    return loop, float(state["train_time_s"]), target
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -549,16 +554,16 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     # A killed run goes on from its last checkpoint (every save_steps iterations, by default with every
     # evaluation).  The best adapter of an earlier attempt counts only if it lies on the trajectory
     # continued here; a run that starts over starts its selection over too.
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
-    resumed = load_checkpoint(checkpoint_dir, policy, optimizer, scheduler)
-    loop, earlier_s = resumed if resumed is not None else (None, 0.0)
+    checkpoint_dir, config_hash = run_dir / CHECKPOINT_DIR, record.data["config_hash"]
+    resumed = load_checkpoint(checkpoint_dir, policy, optimizer, scheduler, config_hash, resume=cfg.resume)
+    loop, earlier_s, resumed_from = resumed if resumed is not None else (None, 0.0, None)
     best = read_json(run_dir / BEST_FILE) or {}
     if best and (loop is None or (best.get("step") or 0) > loop.iteration):
         (run_dir / BEST_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / ADAPTER_DIR, ignore_errors=True)
     if loop is not None:
-        print(f"[{TAG}] resuming after iteration {loop.iteration} of {iterations} from {checkpoint_dir}")
-        record.update(train={"resumed_from": str(checkpoint_dir / f"iter-{loop.iteration}")})
+        print(f"[{TAG}] resuming after iteration {loop.iteration} of {iterations} from {resumed_from}")
+        record.update(train={"resumed_from": str(resumed_from)})
     save_steps = int(t.save_steps) if t.save_steps else schedule["eval_steps"]
 
     # 4. the loop; every eval_steps iterations val exact match selects the adapter.  Its figures go to
@@ -575,7 +580,7 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     def save(state: LoopState) -> None:
         if state.iteration % save_steps == 0 and state.iteration < iterations:
             elapsed = earlier_s + time.perf_counter() - t0
-            save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, state, elapsed)
+            save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, state, elapsed, config_hash)
 
     if base.on_gpu:
         torch.cuda.reset_peak_memory_stats()

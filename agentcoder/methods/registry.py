@@ -59,11 +59,34 @@ def register_sft(cfg: DictConfig, adapter: Path, run_dir: Path) -> None:
                                               "run_dir": str(Path(run_dir).resolve())})
 
 
+def adapter_missing(adapter: Path) -> str | None:
+    """What a saved peft ADAPTER folder lacks to load (its config or its weights), None if nothing."""
+    from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
+
+    if not (adapter / CONFIG_NAME).is_file():
+        return str(adapter / CONFIG_NAME)
+    if not any((adapter / name).is_file() for name in (SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME)):
+        return str(adapter / SAFETENSORS_WEIGHTS_NAME)
+    return None
+
+
 def lookup(cfg: DictConfig, key: str) -> dict[str, Any] | None:
-    """The registered stage KEY, if its adapter is still there."""
-    entry = read_json(_entry_path(cfg, key))
-    if entry and (Path(entry["adapter"]) / "adapter_config.json").is_file():
-        return entry
+    """The registered stage KEY, if its adapter is still there; an entry that cannot be used (its
+    adapter's files gone, or no adapter named) is said once and treated as missing: the stage is
+    trained again."""
+    path = _entry_path(cfg, key)
+    if not path.is_file():
+        return None
+    entry = read_json(path)
+    if not isinstance(entry, dict):
+        why = "cannot be read as a JSON object"
+    elif absent := [k for k in ("adapter", "run_dir") if not isinstance(entry.get(k), str)]:
+        why = "has no " + " and no ".join(map(repr, absent))
+    elif (gone := adapter_missing(Path(entry["adapter"]))) is not None:
+        why = f"registers {entry['adapter']}, but {gone} is gone"
+    else:
+        return {**entry, "key": key}
+    print(f"[registry] SFT stage {key}: {path} {why}; not reused: training it again")
     return None
 
 
