@@ -235,6 +235,10 @@ class TrainedMethod:
 @dataclass
 class LoraMethod(TrainedMethod):
     name: str = "lora"
+    # base: train a LoRA on the base model (the SFT stage itself) | sft: continue training the SFT
+    # stage of the same settings (sft_train.*) for method.train's budget: the continued-SFT arm that
+    # dpo/grpo/ppo, which start from the same stage, are compared with.
+    init: str = "base"
 
 
 @dataclass
@@ -356,7 +360,9 @@ def merge_schema(cfg: DictConfig) -> DictConfig:
     for key in TRAIN_OVERLAYS:
         _train_keys(merged, key)  # a wrong key or type fails here, for every method
     if "train" in merged.method:
-        layers = [merged.all_train, *([merged.sft_train] if method_name == "lora" else [])]
+        # method=lora trains the SFT stage (sft_train on top) unless it continues one (init=sft).
+        is_stage = method_name == "lora" and merged.method.get("init") == "base"
+        layers = [merged.all_train, *([merged.sft_train] if is_stage else [])]
         merged.method.train = _merged_train(merged.method.train, layers, "all_train/sft_train")
     return merged
 
@@ -417,6 +423,9 @@ def config_hash(cfg: DictConfig) -> str:
         if not plain.get("all_train"):  # unset: the hash of a config from before the key existed
             plain.pop("all_train", None)
         # Keys that change nothing a run measures while at these values: hashed as before they existed.
+        method = plain.get("method")
+        if isinstance(method, dict) and method.get("name") == "lora" and method.get("init") == "base":
+            method.pop("init")  # a plain lora run, as hashed before lora had an init
         for section, key, value in UNMEASURED_DEFAULTS:
             if isinstance(plain.get(section), dict) and plain[section].get(key, value) == value:
                 plain[section].pop(key, None)

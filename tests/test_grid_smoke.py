@@ -127,3 +127,19 @@ def test_parallel_lora_and_dpo_jobs_train_their_stage_once(smoke_args, tmp_path)
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.out"))
     print("\n".join(ln for ln in logs.splitlines() if "SFT stage" in ln))  # the note shows these lines
     assert "SFT stage reused" in logs
+
+
+def test_the_continued_sft_arm_trains_on_from_the_stage_a_lora_job_registered(smoke_args, tmp_path):
+    """method=lora method.init=sft: more of the same SFT from the stage dpo/grpo/ppo start from."""
+    sweep = tmp_path / "multirun"
+    proc = launch("-m", *smoke_args, "method=lora", "method.init=base,sft", "quant=none", "data_fraction=1.0",
+                  f"hydra.sweep.dir={sweep}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {r["config"]["method"]["init"]: r
+               for r in (json.loads(p.read_text()) for p in sweep.glob("*/run.json"))}
+    stage, arm = records["base"], records["sft"]
+    assert arm["status"] == "completed" and "SFT stage reused" in proc.stdout
+    assert arm["stage"]["trained_here"] is False  # the lora job's registered adapter, not trained again
+    assert arm["train"]["start_adapter"] == str((sweep / Path(stage["run_dir"]).name / "adapter").resolve())
+    assert arm["train"]["steps"] == 3 and arm["objective"]["split"] == "val"
+    assert arm["config_hash"] != stage["config_hash"]

@@ -93,6 +93,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     from agentcoder.data.rows import sft_rows
     from agentcoder.evaluation.evaluator import select_examples
     from agentcoder.files import TRAIN_LOG_FILE
+    from agentcoder.methods.lora import fit_adapter
     from agentcoder.methods.stages import sft_adapter
     from agentcoder.models import load_tokenizer
     from agentcoder.tracking.trainlog import plot_dpo_curves
@@ -113,7 +114,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     record.update(train=fitted)
 
     # 2. policy: the SFT stage's adapter, trainable (or the base, method.init=base)
-    stage = sft_adapter(cfg, run_dir) if cfg.method.init == "sft" else None
+    stage = sft_adapter(cfg, run_dir, fit_adapter) if cfg.method.init == "sft" else None
     record.update(stage=stage.figures() if stage else {"init": "base"})
     base, peft_config = load_policy(cfg, run_dir, TAG, adapter=stage.adapter if stage else None, mode="continue")
     record.update(model=base.info, train=base.figures())

@@ -31,6 +31,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder.methods.lora import fit_adapter
 from agentcoder.methods.stages import start_details, start_policy
 from agentcoder.tracking.records import RunRecord
 from agentcoder.tracking.result import MethodResult
@@ -91,7 +92,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     record.update(data=splits.info)
 
     # 2. model: the SFT stage's adapter (or a fresh LoRA) as the policy
-    base, peft_config, stage = start_policy(cfg, record, TAG)
+    base, peft_config, stage = start_policy(cfg, record, TAG, fit_adapter)
     fmt = PromptFormat(base.tokenizer, cfg.model.tool_format)
     train_ds = rl_dataset(splits.train, fmt, prompt_budget(cfg, g.max_completion_length))
     if len(train_ds) == 0:

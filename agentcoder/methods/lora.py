@@ -16,6 +16,9 @@ Top to bottom (the shared pieces live in agentcoder/training):
               method=baseline; the best adapter is kept in <run_dir>/adapter;
   5. test   - the best adapter on cfg.eval.split, exactly as method=baseline evaluates.
 
+`method.init=sft` is the continued-SFT arm: it starts from the SFT stage of its settings (the adapter
+dpo/grpo/ppo start from, sft_train.*) and trains it on with the same loss for method.train's budget.
+
 A method=lora job first looks in the SFT-stage registry (methods/registry.py), holding the stage's
 lock: an adapter of its settings (trained by a staged job, or an earlier lora job; `resume=false`
 trains anyway) is evaluated instead of trained again; otherwise it trains and registers the adapter,
@@ -34,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agentcoder.tracking.records import RunRecord
 from agentcoder.tracking.result import MethodResult
+from agentcoder.training.adapters import load_policy
 from agentcoder.training.session import (
     CHECKPOINT_DIR,
     Base,
@@ -90,6 +94,8 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     from agentcoder import ranks
     from agentcoder.methods.registry import lookup, register_sft, stage_key, stage_lock
 
+    if cfg.method.init == "sft":
+        return continue_stage(cfg, record, extra_callbacks=extra_callbacks)
     key = stage_key(cfg)  # the config as asked (fit_adapter resolves its `auto` lengths)
     with stage_lock(cfg, key, record.dir, TAG):
         entry = ranks.broadcast(lookup(cfg, key) if ranks.is_main() and cfg.resume else None)
@@ -134,8 +140,22 @@ def evaluate_registered(cfg: DictConfig, record: RunRecord, entry: dict[str, Any
     )
 
 
-def fit_adapter(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
-    """Train, select on val, test."""
+def continue_stage(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> MethodResult:
+    """method.init=sft: the SFT stage of this run's settings (registered, or trained here as dpo/grpo/ppo
+    would), trained on for method.train's budget with the same loss: more of the same SFT, the arm the
+    preference methods started from that stage are compared with at equal compute.  Not registered as
+    a stage itself."""
+    from agentcoder.methods.stages import sft_adapter, start_details
+
+    stage = sft_adapter(cfg, record.dir, fit_adapter)
+    record.update(stage=stage.figures())
+    return fit_adapter(cfg, record, start=stage.adapter, extra_callbacks=extra_callbacks,
+                       details=start_details(stage))
+
+
+def fit_adapter(cfg: DictConfig, record: RunRecord, *, start: Path | None = None, extra_callbacks: tuple = (),
+                details: dict[str, Any] | None = None) -> MethodResult:
+    """Train (a fresh LoRA, or on from the adapter START), select on val, test."""
     from agentcoder.data import PromptFormat
     from agentcoder.data.rows import sft_rows, within_length
     from agentcoder.evaluation.evaluator import select_examples
@@ -161,16 +181,17 @@ def fit_adapter(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = 
           f"{len(train_ds)} train examples, {sum(dropped.values())} longer left out")
 
     # 2. model
-    base = load_base(cfg, TAG)
+    if start is None:
+        base, peft_config = load_base(cfg, TAG), lora_config(cfg)
+    else:
+        base, peft_config = load_policy(cfg, run_dir, TAG, adapter=start, mode="continue")
     record.update(model=base.info, train=base.figures())
     val_examples = select_examples(splits.val, cfg.method.train.val_limit)
 
     # 3. trainer, 4. selection on val
     args = sft_config(cfg, run_dir / CHECKPOINT_DIR, base)
     selection = ValSelection(run_dir, val_examples, base.tokenizer, cfg, TAG)
-    trainer = sft_trainer(
-        base, args, train_ds, lora_config(cfg), callbacks(cfg, run_dir, selection, extra_callbacks)
-    )
+    trainer = sft_trainer(base, args, train_ds, peft_config, callbacks(cfg, run_dir, selection, extra_callbacks))
     plan = prepare(trainer, selection, base)
     record.update(train=plan.figures())
     training = fit(trainer, selection, base, plan)
@@ -179,5 +200,5 @@ def fit_adapter(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = 
     # 5. test
     return finish(
         cfg, trainer.model, base, splits, run_dir, selection, training,
-        details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True)},
+        details={"lora": OmegaConf.to_container(cfg.method.lora, resolve=True), **(details or {})},
     )

@@ -504,6 +504,7 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     from agentcoder.evaluation.evaluator import peak_memory_bytes, select_examples
     from agentcoder.evaluation.reward import make_reward
     from agentcoder.files import TRAIN_LOG_FILE, read_json
+    from agentcoder.methods.lora import fit_adapter
     from agentcoder.methods.stages import start_details, start_policy
     from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, REWARD_CURVE_FILE, plot_loss_curve, plot_reward_curve
     from agentcoder.training.selection import ADAPTER_DIR, BEST_FILE, ValSelection
@@ -517,7 +518,7 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     record.update(data=splits.info)
 
     # 2. model: policy = the SFT adapter (trainable), reference = a frozen copy on the same base
-    base, peft_config, stage = start_policy(cfg, record, TAG)
+    base, peft_config, stage = start_policy(cfg, record, TAG, fit_adapter)
     if peft_config is not None:  # method.init=base: a fresh LoRA; the reference is the bare base
         from peft import get_peft_model
 

@@ -11,6 +11,7 @@ or the bare base and a fresh LoRA (method.init=base).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,12 @@ from agentcoder.methods.registry import SftStage, lookup, register_sft, stage_ke
 from agentcoder.tracking.records import RunRecord
 
 if TYPE_CHECKING:
+    from agentcoder.tracking.result import MethodResult
     from agentcoder.training.session import Base
+
+# How a stage is trained when none is registered: methods/lora.fit_adapter, handed in by the recipe
+# (this module sits below lora.py, whose continued-SFT arm starts from a stage too).
+FitStage = Callable[[DictConfig, RunRecord], "MethodResult"]
 
 STAGE_SUBDIR = "sft_stage"
 
@@ -44,11 +50,9 @@ def find_sft(cfg: DictConfig) -> dict[str, Any] | None:
     return lookup(cfg, stage_key(sft_stage_config(cfg)))
 
 
-def sft_adapter(cfg: DictConfig, run_dir: Path) -> SftStage:
-    """The SFT stage of a staged method's CFG: the registered one, or trained in RUN_DIR/sft_stage
-    as a method=lora run of its own, and registered."""
-    from agentcoder.methods import lora  # here: it loads the trainers, and the registry is read at config time
-
+def sft_adapter(cfg: DictConfig, run_dir: Path, fit: FitStage) -> SftStage:
+    """The SFT stage of a staged method's CFG: the registered one, or trained by FIT in
+    RUN_DIR/sft_stage as a method=lora run of its own, and registered."""
     stage_cfg = sft_stage_config(cfg)
     key = stage_key(stage_cfg)
     # Under several processes rank 0 holds the lock and decides; every rank then trains the stage with it.
@@ -61,7 +65,7 @@ def sft_adapter(cfg: DictConfig, run_dir: Path) -> SftStage:
         stage_dir = run_dir / STAGE_SUBDIR
         print(f"[{cfg.method.name}] no SFT stage with key {key}: training it in {stage_dir}")
         with RunRecord.start(stage_dir, stage_cfg, {"overrides": [f"(SFT stage of {run_dir})"]}) as stage:
-            result = lora.fit_adapter(stage_cfg, stage)
+            result = fit(stage_cfg, stage)
             adapter = Path(result.artifacts["adapter"])
             if ranks.is_main():
                 register_sft(stage_cfg, adapter, stage_dir)
@@ -69,14 +73,14 @@ def sft_adapter(cfg: DictConfig, run_dir: Path) -> SftStage:
         return SftStage(key, adapter, stage_dir, trained_here=True)
 
 
-def start_policy(cfg: DictConfig, record: RunRecord, tag: str) -> tuple[Base, Any, SftStage | None]:
+def start_policy(cfg: DictConfig, record: RunRecord, tag: str, fit: FitStage) -> tuple[Base, Any, SftStage | None]:
     """The base with the policy to train and the peft config to hand the trainer: the SFT stage's
     adapter, trainable (method.init=sft; no peft config), or the bare base plus a fresh LoRA config
     (method.init=base; no stage).  The staged recipes' common start, so it records what it chose
     (stage, model, the training setup) in RECORD."""
     from agentcoder.training.adapters import load_policy
 
-    stage = sft_adapter(cfg, record.dir) if cfg.method.init == "sft" else None
+    stage = sft_adapter(cfg, record.dir, fit) if cfg.method.init == "sft" else None
     if stage is None:
         base, peft_config = load_policy(cfg, record.dir, tag)
     else:
