@@ -41,7 +41,7 @@ def _hydra(*overrides: str):
         return compose("config", overrides=list(overrides), return_hydra_config=True).hydra
 
 
-def test_local_launcher_gives_jobs_the_machines_gpus_one_each(gpus, capsys):
+def test_local_launcher_gives_jobs_the_machines_gpus_one_each(gpus, monkeypatch, capsys):
     gpus(4)
     hydra = _hydra("hydra/launcher=local", "hydra.job.num=6")
     launcher = {key: hydra.launcher[key] for key in ("gpus_per_node", "timeout_min", "cpus_per_task")}
@@ -49,7 +49,7 @@ def test_local_launcher_gives_jobs_the_machines_gpus_one_each(gpus, capsys):
     assert launcher["gpus_per_node"] == 4
     assert launcher["timeout_min"] >= 7 * 24 * 60 and launcher["cpus_per_task"] is None
     # submitit starts each job with CUDA_VISIBLE_DEVICES=0,1,2,3; job 6 of the sweep runs on GPU 2.
-    os.environ["CUDA_VISIBLE_DEVICES"] = "0,1,2,3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     assert dict(hydra.job.env_set) == {"CUDA_VISIBLE_DEVICES": "2"}
     assert "4 GPUs visible; this job uses GPU 2" in capsys.readouterr().out
 
