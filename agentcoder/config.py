@@ -454,10 +454,12 @@ def job_gpu_env(*, _root_: DictConfig) -> dict[str, str]:
     where the process's CUDA already is.  Nothing changes with one GPU or none, or under a launcher
     of several processes.
     """
+    launcher = str(OmegaConf.select(_root_, "hydra.launcher._target_", default="") or "")
+    if not launcher:  # Hydra checks the value while it composes the config: the job's own resolve comes later
+        return {}
     gpus = visible_gpus()
     if len(gpus) <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return {}
-    launcher = str(OmegaConf.select(_root_, "hydra.launcher._target_", default="") or "")
     num = OmegaConf.select(_root_, "hydra.job.num", default=0, throw_on_missing=False) or 0
     pick = int(num) % len(gpus) if launcher.endswith("submitit_launcher.LocalLauncher") else 0
     line = (f"[agentcoder] {len(gpus)} GPUs visible; this job uses GPU {gpus[pick]} (one process, one GPU: "

@@ -86,3 +86,16 @@ def test_a_plain_run_on_a_node_with_several_gpus_runs_on_one(gpus, tmp_path):
                   env={"PATH": os.environ["PATH"]})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "3 GPUs visible; this job uses GPU 0" in proc.stdout
+
+
+def test_a_local_sweep_runs_each_job_on_its_own_gpu(gpus, tmp_path):
+    """Through submitit: it starts every job with the machine's GPUs visible, the job takes its own."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    gpus(4)
+    sweep = tmp_path / "multirun"
+    proc = launch("-m", "hydra/launcher=local", "method=debug", "seed=1,2,3", f"hydra.sweep.dir={sweep}",
+                  env={"PATH": os.environ["PATH"]})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for log in sweep.glob(".submitit/*/*_log.out") for ln in log.read_text().splitlines()
+             if "GPUs visible" in ln]
+    assert sorted(ln.split("uses GPU ")[1][0] for ln in lines) == ["0", "1", "2"], lines
