@@ -267,6 +267,21 @@ METHOD_SECTIONS: dict[str, Callable[[Section], None]] = {
 }
 
 
+def _check_vllm_quant(s: Section) -> None:
+    """vLLM generates from a base it loads itself: a bitsandbytes base is refused here, before any model
+    loads (TRL refuses 8-bit in colocate mode only once the SFT stage has trained and GRPO starts)."""
+    quant = OmegaConf.select(s.node, "..quant", default=None)
+    if quant is None or not (quant.load_in_8bit or quant.load_in_4bit):
+        return
+    if quant.load_in_8bit:
+        why = ("vLLM cannot load 8-bit bitsandbytes weights (TRL's colocate mode raises that only after "
+               "the SFT stage has trained)")
+    else:
+        why = "vLLM with a 4-bit bitsandbytes base is not shown to work here"
+    s.lines.append(f"{s.at}grpo.use_vllm=true is not allowed with quant={quant.name}: {why}; use quant=none "
+                   f"with vLLM, or drop use_vllm")
+
+
 def check_method(s: Section, *, starting: bool) -> None:
     """method.*: its own keys, each sub-section, and the rules that tie two of them together."""
     name = s["name"]
@@ -281,6 +296,8 @@ def check_method(s: Section, *, starting: bool) -> None:
         k = s["grpo.num_generations"]
         s.need("train.batch_size", _int(bs) and (bs * accum) % k == 0,
                f"batch_size x grad_accum to be a multiple of method.grpo.num_generations={k}")
+    if s["grpo.use_vllm"]:
+        _check_vllm_quant(s)
     if s["ppo"] is not None:
         s.need("train.batch_size", _int(bs), "a positive int (rows per PPO forward)")
     if starting and METHODS[name].module is None:

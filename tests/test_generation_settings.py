@@ -53,6 +53,26 @@ def test_sampled_scores_are_the_logits_of_the_configured_distribution(model_and_
 
 def test_settings_are_explicit_and_greedy_by_default():
     greedy = generation_settings()
-    assert greedy["do_sample"] is False and greedy["repetition_penalty"] == 1.0 and greedy["top_k"] == 0
+    assert greedy["do_sample"] is False and greedy["repetition_penalty"] == 1.0
     assert NEUTRAL_GENERATION.keys() <= greedy.keys()
-    assert generation_settings({"do_sample": True, "temperature": 0.5})["temperature"] == 0.5
+    # Sampling-only fields are neutral when sampling, unset (ignored, and not warned about) when greedy.
+    assert "top_k" not in greedy and "min_p" not in greedy
+    sampled = generation_settings({"do_sample": True, "temperature": 0.5})
+    assert sampled["temperature"] == 0.5 and sampled["top_k"] == 0 and sampled["min_p"] == 0.0
+
+
+def test_greedy_generation_warns_nothing(model_and_tokenizer):
+    """The neutral settings themselves draw no transformers warning (they drew two on every call)."""
+    import logging
+
+    model, tok = model_and_tokenizer
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    hf = logging.getLogger("transformers")
+    hf.addHandler(handler)
+    try:
+        _texts(model, tok)
+    finally:
+        hf.removeHandler(handler)
+    assert seen == []

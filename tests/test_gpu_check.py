@@ -106,6 +106,21 @@ def test_cache_inside_the_kit_is_refused(tmp_path: Path) -> None:
         gpu_check.seed_cache(tmp_path / "kit", tmp_path / "kit" / "cache")
 
 
+def test_without_a_kit_the_runs_use_the_projects_own_model_and_cache(tmp_path: Path, monkeypatch) -> None:
+    """A GPU machine with network: no GGUF halves, no offline switch, the project's cache."""
+    import argparse
+
+    monkeypatch.delenv("AGENTCODER_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    user = argparse.Namespace(offline_kit=False, model_dir=tmp_path / "m")
+    assert "model.gguf_path" not in gpu_check._real_overrides(user, False, method="lora")
+    env = gpu_check.child_env(None, offline=False)
+    assert "AGENTCODER_CACHE" not in env and "HF_HUB_OFFLINE" not in env
+    kit = argparse.Namespace(offline_kit=True, model_dir=tmp_path / "m")
+    assert gpu_check._real_overrides(kit, False)["model.gguf_path"] == tmp_path / "m" / gpu_check.GGUF_NAME
+    assert gpu_check.child_env(tmp_path, offline=True)["HF_HUB_OFFLINE"] == "1"
+
+
 @pytest.mark.slow
 def test_cpu_smoke_runs_every_step(tmp_path: Path) -> None:
     """The device sequence at tiny scale, offline (~10 min on the shared 2-core CPU). AGENTCODER_CACHE_SMOKE
@@ -113,7 +128,7 @@ def test_cpu_smoke_runs_every_step(tmp_path: Path) -> None:
     needed = [ROOT / ".gpu-kit" / "tokenizer", ROOT / ".model-a" / "part-aa", ROOT / ".model-b" / "part-ab"]
     missing = [str(p.relative_to(ROOT)) for p in needed if not p.exists()]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)}: run scripts/gpu_kit.py and ../shared/device/split-model.sh")
+        pytest.skip(f"needs {', '.join(missing)}: the offline kit of docs/gpu.md")
     env = {**os.environ, "PIP_NO_INDEX": "1", "HF_HUB_OFFLINE": "1",
            "AGENTCODER_CACHE": os.environ.get("AGENTCODER_CACHE_SMOKE", str(tmp_path / "cache"))}
     out = tmp_path / "out"

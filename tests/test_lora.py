@@ -60,6 +60,7 @@ def test_training_reduces_loss_and_writes_run_files(tiny_model_dir, bfcl_cache, 
 
     t = metrics["training"]
     assert t["steps"] == 10 and t["resumed"] is False
+    assert data["train"]["trainable_dtype"] == "float32"  # peft's adapter dtype on an unquantized fp32 base
     assert t["train_tokens_per_s"] > 0 and t["peak_memory_bytes"] > 0
     assert t["best_step"] in (5, 10) and 0.0 <= t["best_val_exact_match"] <= 1.0
     assert json.loads((tmp_path / "best.json").read_text())["step"] == t["best_step"]
@@ -198,6 +199,8 @@ def test_qlora_4bit_runs_on_cpu(tiny_model_dir, bfcl_cache, tmp_path):
     assert metrics["training"]["steps"] == 2
     assert data["model"]["quant"] == "4bit"
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    # TRL holds a quantized base's LoRA weights in bf16 (peft's fp32 is cast down), and the record says so.
+    assert data["train"]["trainable_dtype"] == "bfloat16"
 
 
 class Killed(RuntimeError):

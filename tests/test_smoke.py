@@ -34,3 +34,6 @@ def test_default_run_end_to_end(tmp_path):
     assert len(rows) == 6 and all(r["raw"] is not None and r["ms_per_example"] > 0 for r in rows)
     assert overall["latency_n"] == 6 and overall["latency_p50_s"] > 0  # the probe: every example, alone
     assert "overall" in proc.stdout and " EM " in proc.stdout  # the printed metrics table
+    # Quiet output: progress and results, no library warning (bitsandbytes' kernel probe, generate()'s flags).
+    out = proc.stdout + proc.stderr
+    assert not [ln for ln in out.splitlines() if "warn" in ln.lower() or "seem to have been set" in ln], out[-3000:]

@@ -33,20 +33,26 @@ _REFRESH_S = 2.0  # the progress line is redrawn at least this often while token
 # sampled, set explicitly: transformers fills each field left None from the checkpoint (a Qwen2.5
 # instruct checkpoint ships repetition_penalty > 1, which would penalise the tokens a tool call copies
 # from the prompt, and, in RL, sample from another distribution than the one the log-probs score).
+# min_new_tokens=0 also overrides a checkpoint's min_length (transformers derives min_length from it).
 NEUTRAL_GENERATION = {
-    "num_beams": 1, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+    "num_beams": 1, "top_p": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
     "eta_cutoff": 0.0, "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0, "length_penalty": 1.0, "renormalize_logits": False,
     "suppress_tokens": [], "begin_suppress_tokens": [],
-    "min_new_tokens": 0, "min_length": 0, "encoder_no_repeat_ngram_size": 0,
+    "min_new_tokens": 0, "encoder_no_repeat_ngram_size": 0,
 }
+# Fields that only sampling reads: set when sampling, left unset when greedy (transformers warns on
+# every generate() call about a sampling-only field set for greedy decoding, and greedy ignores them).
+NEUTRAL_SAMPLING = {"top_k": 0, "min_p": 0.0}
 
 
 def generation_settings(sampling: dict[str, Any] | None = None) -> dict[str, Any]:
     """The decoding settings of a run, from its config alone: greedy, or SAMPLING's do_sample /
     temperature / top_p on top of neutral values for every other sampling and penalty field."""
     settings = {**NEUTRAL_GENERATION, "do_sample": False, "temperature": 1.0, **(sampling or {})}
-    if not settings["do_sample"]:
+    if settings["do_sample"]:
+        settings = {**NEUTRAL_SAMPLING, **settings}
+    else:
         settings["temperature"] = 1.0  # unused when greedy; 1.0 keeps transformers from warning
     return settings
 

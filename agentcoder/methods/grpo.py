@@ -41,8 +41,8 @@ from agentcoder.training.setup import prompt_budget, trainer_args
 TAG = "grpo"
 
 
-def grpo_config(cfg: DictConfig, output_dir: Path, base: Base) -> Any:
-    """TRL's GRPOConfig: method.train's shared fields plus method.grpo."""
+def grpo_config(cfg: DictConfig, output_dir: Path, base: Base, longest_prompt: int | None = None) -> Any:
+    """TRL's GRPOConfig: method.train's shared fields plus method.grpo (LONGEST_PROMPT in tokens sizes vLLM)."""
     from trl import GRPOConfig
 
     g = cfg.method.grpo
@@ -59,6 +59,9 @@ def grpo_config(cfg: DictConfig, output_dir: Path, base: Base) -> Any:
         use_vllm=g.use_vllm,
         vllm_mode=g.vllm_mode,
         vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        # vLLM's context: the run's longest prompt plus a completion (unset, vLLM takes the model's,
+        # e.g. Qwen2.5's 32,768, whose KV cache may not fit its share of the GPU).
+        vllm_max_model_length=longest_prompt + g.max_completion_length if g.use_vllm and longest_prompt else None,
         # Dropout off: with it the policy's log-probabilities would differ from the reference's
         # (and from the sampling pass) by noise alone.
         disable_dropout=True,
@@ -102,7 +105,8 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     val_examples = select_examples(splits.val, cfg.method.train.val_limit)
 
     # 3. trainer with the function-call reward, 4. selection on val
-    args = grpo_config(cfg, run_dir / CHECKPOINT_DIR, base)
+    longest = max(fmt.n_tokens(p) for p in train_ds["prompt"]) if g.use_vllm else None
+    args = grpo_config(cfg, run_dir / CHECKPOINT_DIR, base, longest)
     selection = ValSelection(run_dir, val_examples, base.tokenizer, cfg, TAG)
     trainer = grpo_trainer(
         base, args, train_ds, make_reward(cfg.method.reward), peft_config,

@@ -22,3 +22,12 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def trainable_dtype(model: Any) -> str:
+    """The dtype the trainable parameters are held in ("bfloat16", "float32", ...; "a+b" when mixed).
+
+    Not always the adapter dtype peft gives: TRL's trainers cast them to bf16 on a quantized base.
+    """
+    names = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad})
+    return "+".join(names) or "none"

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from agentcoder import ranks
 from agentcoder.files import read_json
+from agentcoder.models.base import trainable_dtype
 from agentcoder.tracking.records import atomic_write_json
 from agentcoder.tracking.result import MethodResult
 from agentcoder.training.selection import ValSelection, keep_best
@@ -77,12 +78,14 @@ class TrainPlan:
     total_params: int
     world_size: int  # processes training this run (torchrun / accelerate launch)
     global_batch_size: int  # rows per optimizer step over every process: batch_size x grad_accum x world_size
+    trainable_dtype: str = ""  # what the trainer holds the trained weights in (models.base.trainable_dtype)
 
     def figures(self) -> dict[str, Any]:
         """run.json's "train" entries of the plan."""
         resumed = {"resumed_from": self.checkpoint} if self.checkpoint else {}
         return {**resumed, "trainable_params": self.trainable_params, "total_params": self.total_params,
-                "schedule": self.schedule, "world_size": self.world_size, "global_batch_size": self.global_batch_size}
+                "schedule": self.schedule, "world_size": self.world_size, "global_batch_size": self.global_batch_size,
+                "trainable_dtype": self.trainable_dtype}
 
 
 @dataclass(kw_only=True)
@@ -247,7 +250,8 @@ def prepare(trainer: Any, selection: ValSelection, base: Base) -> TrainPlan:
     args = trainer.args
     world = int(args.world_size)
     return TrainPlan(checkpoint, schedule, n_trainable, n_total, world,
-                     int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps) * world)
+                     int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps) * world,
+                     trainable_dtype(trainer.model))
 
 
 def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> TrainFigures:
