@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agentcoder.compare.budget import COMPUTE_PNG, plot_accuracy_vs_compute
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.tables import fraction_label, model_label
 from agentcoder.files import TRAIN_LOG_FILE
@@ -227,5 +228,6 @@ def write_plots(table: pd.DataFrame, runs: list[Run], out_dir: Path) -> list[Pat
         plot_accuracy(table, out_dir / ACCURACY_PNG),
         plot_efficiency(table, out_dir / EFFICIENCY_PNG),
         plot_training_curves(runs, out_dir / CURVES_PNG),
+        plot_accuracy_vs_compute(table, {r.name: r for r in runs}, out_dir / COMPUTE_PNG),
     ]
     return [p for p in written if p is not None]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from agentcoder.compare.budget import ARMS, COMPUTE_PNG, compute_frame, is_continued
 from agentcoder.compare.plots import ACCURACY_PNG, CURVES_PNG, EFFICIENCY_PNG, QUANT_ORDER
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.stats import paired_difference
@@ -132,6 +133,34 @@ def _init_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str, lis
     return ("\n".join(lines) + "\n" if len(lines) > 2 else ""), heads
 
 
+def _equal_compute_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str, list[str]]:
+    """Each dpo/grpo/ppo configuration against the continued-SFT arm (lora, method.init=sft) of the same
+    model, quant and fraction: the same stage, more of the same SFT for the extra compute."""
+    t = compute_frame(table, by_dir)
+    if t.empty:
+        return "", []
+    lines = ["| arm | model | quant | fraction | continued SFT EM % (min) | arm EM % (min) | "
+             "difference, points [95%] | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    heads = []
+    continued = t[t.apply(is_continued, axis=1)]
+    for _, arm in t[t["method"].isin(ARMS)].iterrows():
+        match = continued[(continued["model"] == arm["model"]) & (continued["quant"] == arm["quant"])
+                          & (continued["data_fraction"] == arm["data_fraction"])]
+        if match.empty:
+            continue
+        same = match[match["example_set"] == arm["example_set"]]
+        c_row = (same if len(same) else match).iloc[0]
+        c = _compare(c_row, arm, by_dir)
+        minutes = f"{c_row['compute_s'] / 60:.0f}", f"{arm['compute_s'] / 60:.0f}"
+        lines.append(f"| {arm['arm']} | {arm['model']} | {arm['quant']} | {fraction_label(arm['data_fraction'])} | "
+                     f"{_pct(c['a'])} ({minutes[0]}) | {_pct(c['b'])} ({minutes[1]}) | {_diff_cell(c)} | "
+                     f"{c['verdict']} |")
+        heads.append(f"{arm['arm']} vs continued SFT at equal compute ({minutes[1]} vs {minutes[0]} min), "
+                     f"{arm['model']} quant={arm['quant']}: {_pct(c['a'])}% -> {_pct(c['b'])}%, {_diff_cell(c)} "
+                     f"points: {c['verdict'].strip('*')}")
+    return ("\n".join(lines) + "\n" if len(lines) > 2 else ""), heads
+
+
 def _efficiency_heads(table: pd.DataFrame) -> list[str]:
     """Per trained method: peak memory and train time of each quant at the largest fraction."""
     heads = []
@@ -205,10 +234,11 @@ def write_report(
         h2 += heads or [f"{m}: no matching lora run"]
     q3, h3 = _fraction_section(table, by_dir) if not table.empty else ("", [])
     q4, h4 = _init_section(table, by_dir)
+    q5, h5 = _equal_compute_section(table, by_dir)
 
     headline = [*(h1 or ["lora vs baseline: not yet run" if "lora" not in methods else
                          "lora vs baseline: no baseline with the same model, quant and example set"]),
-                *h2, *h4, *h3, *(_efficiency_heads(table) if not table.empty else [])]
+                *h2, *h5, *h4, *h3, *(_efficiency_heads(table) if not table.empty else [])]
     ci = ("95% intervals: bootstrap over test examples (seeds resampled together), in percent; "
           "`±` is the standard deviation over seeds; `-`: not measured (no eligible example, or runs "
           f"older than the metric). Columns: {metric_legend()}.")
@@ -228,6 +258,12 @@ def write_report(
         (q1 or "_not yet run: needs baseline and lora runs of the same model and quant_\n"),
         "## Do DPO / PPO / GRPO beat LoRA?\n",
         "".join(q2_parts),
+        "## At equal compute\n",
+        "From the same SFT stage, each preference method against more of the same SFT (`method=lora "
+        "method.init=sft`); minutes are training time, the stage's included.\n",
+        fig(COMPUTE_PNG, "accuracy vs compute"),
+        (q5 or "_not yet run: needs dpo/grpo/ppo and a continued-SFT arm (method=lora method.init=sft) of the "
+               "same model, quant and fraction_\n"),
         "## Does RL need the SFT stage first?\n",
         (q4 or "_not yet run: needs an RL method from both method.init=sft and method.init=base_\n"),
         "## Accuracy per data fraction\n",

@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agentcoder import ranks
-from agentcoder.files import RUN_FILE, read_json
+from agentcoder.files import METRICS_FILE, RUN_FILE, read_json
 from agentcoder.tracking.records import atomic_write_json, is_stale
 
 # What decides the SFT adapter; everything else (eval.limit, paths, the later method) does not.
@@ -106,8 +106,10 @@ class SftStage:
 
     def figures(self) -> dict[str, Any]:
         """run.json's "stage" section."""
+        training = (read_json(self.run_dir / METRICS_FILE) or {}).get("training") or {}
+        # The stage's training time: the comparator adds it to the run's own (accuracy at equal compute).
         return {"key": self.key, "sft_adapter": str(self.adapter), "sft_run_dir": str(self.run_dir),
-                "trained_here": self.trained_here}
+                "trained_here": self.trained_here, "train_time_s": training.get("train_time_s")}
 
 
 @contextmanager
