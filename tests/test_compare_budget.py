@@ -1,0 +1,49 @@
+"""The report's "At equal compute" section and accuracy_vs_compute.png, on synthetic run dirs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agentcoder.compare.__main__ import main as compare
+from tests.compare_runs import example_ids, with_accuracy, write_run
+
+
+def _staged(run_dir: Path, *, init: str | None = None, stage_s: float | None = 300.0) -> None:
+    """Make a written run one that started from an SFT stage (and, with INIT, a lora arm)."""
+    record = json.loads((run_dir / "run.json").read_text())
+    if init:
+        record["config"]["method"]["init"] = init
+    record["stage"] = {"key": "k", "sft_adapter": "a", "sft_run_dir": "s", "trained_here": False,
+                       **({"train_time_s": stage_s} if stage_s is not None else {})}
+    (run_dir / "run.json").write_text(json.dumps(record))
+
+
+def test_each_arm_is_paired_with_the_continued_sft_arm_and_plotted_against_compute(tmp_path):
+    ids = example_ids(60)
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        write_run(root / f"lora-{seed}", method="lora", seed=seed, correct=with_accuracy(60, 20), ids=ids)
+        _staged(write_run(root / f"cont-{seed}", method="lora", seed=seed, correct=with_accuracy(60, 22), ids=ids,
+                          config_hash=f"cont{seed}"), init="sft")
+        _staged(write_run(root / f"dpo-{seed}", method="dpo", seed=seed, correct=with_accuracy(60, 30), ids=ids))
+    out = tmp_path / "cmp"
+    compare([str(root), "--out", str(out), "--report", "--resamples", "300"])
+    report = (out / "report.md").read_text()
+    section = report.split("## At equal compute", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| dpo"))
+    # continued SFT 22/60 in 100 s own + 300 s stage; dpo 30/60 in the same: +13.3 points
+    assert "| 36.7 (7) | 50.0 (7) | +13.3 [" in row, row
+    assert "dpo vs continued SFT at equal compute (7 vs 7 min)" in report
+    assert (out / "accuracy_vs_compute.png").is_file()
+
+
+def test_a_stage_of_unknown_training_time_leaves_the_arm_off_the_compute_axis(tmp_path):
+    ids = example_ids(30)
+    root = tmp_path / "runs"
+    write_run(root / "lora", method="lora", correct=with_accuracy(30, 10), ids=ids)
+    _staged(write_run(root / "dpo", method="dpo", correct=with_accuracy(30, 12), ids=ids), stage_s=None)
+    out = tmp_path / "cmp"
+    compare([str(root), "--out", str(out), "--report", "--resamples", "200"])
+    assert not (out / "accuracy_vs_compute.png").exists()  # no staged run with a known total
+    assert "_not yet run: needs dpo/grpo/ppo and a continued-SFT arm" in (out / "report.md").read_text()
