@@ -306,6 +306,7 @@ def finish(
 
     method = str(cfg.method.name)
     adapter_dir = keep_best(peft_model, base.tokenizer, run_dir, selection, base.device)
+    selection.trainer = None  # the trainer <-> callback cycle: the phase's model goes with its last reference
     test_model = peft_model if is_quantized(cfg) else peft_model.merge_and_unload()
     evaluation = evaluate_run(cfg, test_model, base.tokenizer, splits, run_dir)
     figures = training.as_dict()
