@@ -100,3 +100,18 @@ def test_a_gpu_phase_resets_the_gpu_peak(monkeypatch, device):
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 123)
     assert reset_peak_memory(device) is True
     assert calls == ["empty_cache", f"reset {device}"] and peak_memory_bytes(device) == 123
+
+
+def test_packed_rows_come_in_a_few_widths():
+    """CPU bf16 matmuls cache kernels per input shape: a new row width every step grew a run's memory with
+    its steps.  Rows are padded to a multiple of ROW_MULTIPLE tokens instead."""
+    from types import SimpleNamespace
+
+    from agentcoder.training.packing import use_packed_rows
+    from agentcoder.training.setup import ROW_MULTIPLE
+
+    trainer = SimpleNamespace(data_collator=None)
+    use_packed_rows(trainer, SimpleNamespace(pad_token_id=0))
+    rows = ([{"input_ids": [1] * n, "labels": [1] * n, "seq_lengths": [n]}] for n in range(1, 4 * ROW_MULTIPLE + 1, 5))
+    widths = {trainer.data_collator(row)["input_ids"].shape[1] for row in rows}
+    assert widths == {ROW_MULTIPLE * k for k in (1, 2, 3, 4)}
