@@ -237,3 +237,23 @@ def test_qlora_4bit_dpo_run_completes(tiny_model_dir, bfcl_cache, tmp_path):
     assert find_sft(cfg)["adapter"] == data["stage"]["sft_adapter"]
     assert metrics["training"]["steps"] == 2 and data["pairs"]["n_pairs"] > 0
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_dpo_memory_estimate_counts_chosen_and_rejected_rows(tiny_model_dir, monkeypatch):
+    """TRL's DPO collator puts every pair's chosen and rejected rows through the model together."""
+    from transformers import AutoModelForCausalLM
+
+    from agentcoder.training import setup
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    shape = ("method.train.batch_size=4", "method.train.max_length=512")
+    one_row = setup.activation_bytes(model.config, 4 * 512, 512, 4, False)
+    monkeypatch.setattr(setup, "memory_budget_bytes", lambda model, device: int(1.5 * one_row))
+    on, why = setup.gradient_checkpointing(compose_cfg("method=lora", *shape), model, "cpu")
+    assert on is False and why["reason"] == "activations fit"
+    on, why = setup.gradient_checkpointing(compose_cfg("method=dpo", *shape), model, "cpu")
+    assert on is True and why["reason"] == "activations exceed the memory budget"
+    # batch_size=auto holds a micro-batch's tokens at tokens_per_batch: pairs count two rows.
+    auto = ("method.train.tokens_per_batch=2048", "method.train.max_length=512")
+    assert setup.fit_lengths(compose_cfg("method=lora", *auto), [])[1]["batch_size"] == 4
+    assert setup.fit_lengths(compose_cfg("method=dpo", *auto), [])[1]["batch_size"] == 2

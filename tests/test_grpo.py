@@ -55,6 +55,10 @@ def test_grpo_run_from_base_writes_the_run_files(tiny_model_dir, bfcl_cache, tmp
     adapter = tmp_path / "adapter"
     assert (adapter / "adapter_config.json").is_file() and not (adapter / "ref").exists()
     assert data["train"]["n_train"] > 0
+    # The tokens GRPO trained on (prompts and sampled completions, TRL's own count) and their rate.
+    t = metrics["training"]
+    assert t["train_tokens"] == max(e["num_tokens"] for e in log if "num_tokens" in e) > 0
+    assert t["train_tokens_per_s"] > 0
 
 
 def test_grpo_raises_the_reward_on_a_toy_task(tiny_model_dir, tiny_tokenizer, tmp_path):

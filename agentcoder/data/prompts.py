@@ -10,6 +10,11 @@ Tools reach the model in one of two ways:
   * otherwise (e.g. SmolLM2) a system message lists the tools as JSON and says how to answer
     (tool_format "json": a JSON list of {"name", "arguments"}; "qwen": <tool_call> blocks), or
     in plain text when no tool fits.  An existing system message keeps its text after ours.
+
+A tokenizer without a chat template (a base model: StarCoder2) gets the project's plain format
+instead, the same fallback messages written as `### <Role>` sections (PLAIN_ROLES) ending in an open
+`### Assistant` section.  `prompt_style` names which of the three a tokenizer gets (run.json's
+model.prompt_style).
 """
 
 from __future__ import annotations
@@ -33,6 +38,34 @@ _FORMAT_HELP = {
         ", and nothing else."
     ),
 }
+
+
+PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_style(tokenizer: Any) -> str:
+    """How render_prompt writes this tokenizer's prompts: "chat_template+tools" (the template renders
+    the tools), "chat_template" (tools in our system message) or "plain" (no template)."""
+    if not has_chat_template(tokenizer):
+        return "plain"
+    return "chat_template+tools" if supports_tools(tokenizer) else "chat_template"
+
+
+def plain_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
+    """MESSAGES as `### <Role>` sections, then the open assistant section.
+
+    Starts with the BOS token where the tokenizer has one of its own (not its EOS, as GPT-2 style
+    vocabularies share one): a template would write it, and the run's tokenizer adds none itself
+    (models/tokens.py).
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    start = bos if bos and bos != getattr(tokenizer, "eos_token", None) else ""
+    sections = [f"### {PLAIN_ROLES.get(m['role'], m['role'].title())}\n{m['content']}\n\n" for m in messages]
+    return start + "".join(sections) + f"### {PLAIN_ROLES['assistant']}\n"
 
 
 def supports_tools(tokenizer: Any) -> bool:
@@ -69,6 +102,8 @@ def fallback_messages(example: Example, tool_format: str) -> list[dict[str, str]
 
 def render_prompt(example: Example, tokenizer: Any, tool_format: str) -> str:
     """The prompt text up to and including the assistant header, for training and evaluation alike."""
+    if not has_chat_template(tokenizer):
+        return plain_prompt(fallback_messages(example, tool_format), tokenizer)
     if supports_tools(tokenizer):
         tools = [{"type": "function", "function": t} for t in example.tools]
         return tokenizer.apply_chat_template(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from agentcoder.evaluation.matcher import PairingMode
 from agentcoder.evaluation.metrics import compute_metrics
 from agentcoder.evaluation.scoring import IrrelevanceRule, argument_counts, score_output
 from agentcoder.files import PREDICTIONS_FILE
+from agentcoder.models.memory import peak_memory_bytes, reset_peak_memory
 
 
 @dataclass
@@ -62,15 +62,6 @@ def judge(example: Example, raw: str, *, parallel_matching: PairingMode = "optim
         # The counts behind argument precision and recall (metrics.METRICS).
         **asdict(args),
     }
-
-
-def peak_memory_bytes(device: Any) -> int:
-    import torch
-
-    if str(device).startswith("cuda"):
-        return int(torch.cuda.max_memory_allocated(device))
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory.
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def latency_probe_ids(examples: Sequence[Example], k: int) -> set[str]:
@@ -172,6 +163,8 @@ def evaluate_run(cfg: Any, model: Any, tokenizer: Any, splits: Any, run_dir: Pat
         skipped = "eval.split=none, the test split is not evaluated"
         return EvalResult(metrics={"overall": {}, "per_category": {}, "final_evaluation": skipped}, rows=[])
     examples = select_examples(getattr(splits, cfg.eval.split), cfg.eval.limit)
+    # The evaluation's own peak: not training's, nor an earlier job's of the same sweep process.
+    reset_peak_memory(next(model.parameters()).device)
     result = evaluate_as_run(cfg, model, tokenizer, examples, latency_probe=cfg.eval.latency_probe,
                              desc=f"eval {cfg.eval.split}")
     if ranks.is_main():

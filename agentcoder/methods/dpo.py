@@ -49,11 +49,12 @@ def dpo_config(cfg: DictConfig, output_dir: Path, base: Any) -> Any:
     """TRL's DPOConfig: method.train's shared fields plus method.dpo's loss."""
     from trl import DPOConfig
 
-    from agentcoder.training.setup import trainer_args
+    from agentcoder.training.setup import ROW_MULTIPLE, trainer_args
 
     d = cfg.method.dpo
     args = trainer_args(cfg, output_dir, on_gpu=base.on_gpu, checkpointing=base.checkpointing)
-    return DPOConfig(**args, beta=d.beta, loss_type=[d.loss_type], max_length=cfg.method.train.max_length)
+    return DPOConfig(**args, beta=d.beta, loss_type=[d.loss_type], max_length=cfg.method.train.max_length,
+                     pad_to_multiple_of=ROW_MULTIPLE)  # a few row widths, not one per step (setup.py)
 
 
 def dpo_trainer(base: Any, args: Any, train_ds: Any, peft_config: Any, callbacks: list | None = None) -> Any:

@@ -15,7 +15,7 @@ class LoadedModel:
     """A model ready for generation or training, with its tokenizer and load measurements.
 
     `info` keys: load_time_s, n_params, n_trainable_params, footprint_bytes, device, dtype, quant,
-    init, label, source, hub_id, path, adapter, tokenizer_source (and vocab_resized for init=random
+    init, label, source, hub_id, path, adapter, tokenizer_source, prompt_style (and vocab_resized for init=random
     when the tokenizer outgrows the architecture's vocabulary).
     """
 

@@ -16,8 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agentcoder.data.prompts import prompt_style
 from agentcoder.models.base import LoadedModel, ModelLoadError
 from agentcoder.models.embedded import EMBEDDED_NAME, default_embedded_cfg, embedded_model_dir
+from agentcoder.models.memory import reset_peak_memory
 from agentcoder.models.tokens import fix_special_tokens, sync_generation_config
 
 TOKEN_ENV = "HF_TOKEN"
@@ -125,22 +127,28 @@ def _default_device() -> str:
 def resolve_dtype(requested: str, device: str) -> tuple[str, str]:
     """model.dtype resolved for DEVICE: (dtype name, why), recorded in run.json.
 
-    auto: bf16 on a GPU that supports it (fp16 on one that does not); on a CPU, bf16 where it
-    computes bf16 in hardware (AVX512-BF16 / AMX: a 2048x2048 bf16 matmul ran 2.6x fp32 there, a
-    LoRA step 1.9x), else fp32 (without bf16 units a CPU emulates bf16 and is slower than fp32).
+    auto: bf16 on a GPU that computes it natively, fp16 on one that does not (T4, V100: torch's
+    is_bf16_supported() counts emulation, which runs bf16 at a fraction of fp16's speed); on a CPU,
+    bf16 where it computes bf16 in hardware (AVX512-BF16 / AMX: a 2048x2048 bf16 matmul ran 2.6x fp32
+    there, a LoRA step 1.9x), else fp32 (without bf16 units a CPU emulates bf16 and is slower than fp32).
     Also the dtype of the non-quantized modules (embeddings, norms) under 8-/4-bit.
     """
     if requested != "auto":
         return requested, "set"
     if device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_bf16_supported():
-            return "bfloat16", "auto: GPU with bf16"
-        return "float16", "auto: GPU without bf16"
+        return gpu_half_dtype()
     if cpu_has_bf16():
         return "bfloat16", "auto: CPU with bf16 units (avx512_bf16/amx_bf16)"
     return "float32", "auto: CPU without bf16 units"
+
+
+def gpu_half_dtype() -> tuple[str, str]:
+    """The GPU's half-precision dtype and why: bf16 where it has bf16 units, else fp16."""
+    import torch
+
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bfloat16", "auto: GPU with bf16 units"
+    return "float16", "auto: GPU without bf16 units (bf16 would be emulated): fp16"
 
 
 def cpu_has_bf16() -> bool:
@@ -153,14 +161,17 @@ def cpu_has_bf16() -> bool:
 
 
 def compute_dtype(q: DictConfig, device: str) -> str:
-    """The 4-bit compute dtype actually used: the config's, except bf16 on a CPU without bf16 units.
+    """The 4-bit compute dtype actually used: the config's, except bf16 where the device has no bf16
+    units (a GPU: its half dtype, fp16; a CPU: fp32).
 
     Measured here (2-core AVX2 CPU): 16 greedy tokens of SmolLM2 in NF4 took ~60 s with bf16
     compute and 2.6 s with fp32; the weights stay NF4 either way, so only speed differs.
     """
-    if q.bnb_4bit_compute_dtype == "bfloat16" and not device.startswith("cuda") and not cpu_has_bf16():
-        return "float32"
-    return q.bnb_4bit_compute_dtype
+    if q.bnb_4bit_compute_dtype != "bfloat16":
+        return q.bnb_4bit_compute_dtype
+    if device.startswith("cuda"):
+        return gpu_half_dtype()[0]
+    return q.bnb_4bit_compute_dtype if cpu_has_bf16() else "float32"
 
 
 def _quantization_config(q: DictConfig, device: str = "cpu") -> Any:
@@ -266,6 +277,9 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
     start = time.perf_counter()
     m = cfg.model
     device = device or _default_device()
+    # A new phase: what the last one left (an SFT stage's model, a sweep's previous job) goes first,
+    # and the peaks measured from here on are this phase's.
+    reset_peak_memory(device)
     dtype_name, dtype_why = resolve_dtype(str(m.get("dtype", "auto")), device)
     dtype = getattr(torch, dtype_name)
     quant = _quantization_config(cfg.quant, device)
@@ -314,6 +328,7 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
         "path": path,
         "adapter": m.adapter,
         "tokenizer_source": tokenizer_source,
+        "prompt_style": prompt_style(tokenizer),  # data/prompts.py: chat template, or the plain format
         **extra,
     }
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)

@@ -40,9 +40,13 @@ class PackedRowsCollator(DataCollatorForLanguageModeling):
 
 
 def use_packed_rows(trainer: Any, tokenizer: Any) -> None:
-    """Swap a packing trainer's flattening collator for PackedRowsCollator.
+    """Swap a packing trainer's flattening collator for PackedRowsCollator (rows padded to a multiple of
+    setup.ROW_MULTIPLE tokens).
 
     TRL packs (and tokenizes) the dataset either way; it only refuses a custom collator alongside
     packing, so the collator is replaced once the trainer is built.
     """
-    trainer.data_collator = PackedRowsCollator(pad_token_id=tokenizer.pad_token_id, return_position_ids=True)
+    from agentcoder.training.setup import ROW_MULTIPLE
+
+    trainer.data_collator = PackedRowsCollator(pad_token_id=tokenizer.pad_token_id, return_position_ids=True,
+                                               pad_to_multiple_of=ROW_MULTIPLE)

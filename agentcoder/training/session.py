@@ -256,15 +256,12 @@ def prepare(trainer: Any, selection: ValSelection, base: Base) -> TrainPlan:
 
 def fit(trainer: Any, selection: ValSelection, base: Base, plan: TrainPlan) -> TrainFigures:
     """Train (from the plan's checkpoint, if any), draw the loss curve, and return the training figures."""
-    import torch
-
-    from agentcoder.evaluation.evaluator import peak_memory_bytes
     from agentcoder.files import TRAIN_LOG_FILE
+    from agentcoder.models.memory import peak_memory_bytes, reset_peak_memory
     from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, plot_loss_curve
 
     run_dir = selection.run_dir
-    if base.on_gpu:
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(base.device)  # training's own peak, not the load's nor an earlier phase's
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     train_time = time.perf_counter() - t0
@@ -314,6 +311,7 @@ def finish(
 
     method = str(cfg.method.name)
     adapter_dir = keep_best(peft_model, base.tokenizer, run_dir, selection, base.device)
+    selection.trainer = None  # the trainer <-> callback cycle: the phase's model goes with its last reference
     test_model = peft_model if is_quantized(cfg) else peft_model.merge_and_unload()
     evaluation = evaluate_run(cfg, test_model, base.tokenizer, splits, run_dir)
     figures = training.as_dict()

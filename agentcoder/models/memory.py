@@ -1,0 +1,71 @@
+"""Memory of the process, phase by phase: free what a finished phase left, reset the peak, read it.
+
+A run has phases (load, train, evaluate; a staged method trains an SFT stage first; Hydra's basic
+launcher runs a `-m` sweep's jobs one after another in one process), and each reports the peak of its
+own phase.  The peak is reset where a phase starts: on a GPU `torch.cuda.reset_peak_memory_stats`; on
+Linux the kernel's resettable peak RSS (writing "5" to /proc/self/clear_refs resets VmHWM).  Without
+either, the process's lifetime peak (`ru_maxrss`) is what there is (reset_peak_memory returns False).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def release_memory() -> None:
+    """Free what nothing references any more: reference cycles (a trainer and its callbacks, accelerate's
+    wrapped forward), the CUDA allocator's cached blocks, and the heap glibc keeps after frees."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    # glibc holds freed heap memory (in every thread's arena) until trimmed; other libcs lack the call.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak_memory(device: Any) -> bool:
+    """Free what earlier phases left (release_memory) and start DEVICE's peak afresh; False where the
+    peak cannot be reset (a CPU peak is then the process's lifetime peak)."""
+    release_memory()
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_memory_bytes(device: Any) -> int:
+    """DEVICE's peak memory since the last reset_peak_memory: CUDA's allocated peak; on a CPU the peak
+    resident memory (VmHWM; ru_maxrss, the lifetime peak, where /proc is missing)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -1,0 +1,117 @@
+"""Memory figures belong to their run and phase: each phase's peak is its own (a sweep's jobs share one
+process under Hydra's basic launcher), and a finished phase's model is gone before the next one loads."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentcoder.models.memory import peak_memory_bytes, reset_peak_memory
+from tests.helpers import build_tiny_tokenizer
+from tests.test_lora import SIZES, bfcl_cache, lora_cfg, run_lora  # noqa: F401  (module-scoped fixture)
+
+
+def test_a_reset_cpu_peak_forgets_what_was_freed():
+    import numpy as np
+
+    reset_peak_memory("cpu")
+    block = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    high = peak_memory_bytes("cpu")
+    del block
+    assert reset_peak_memory("cpu") is True
+    assert peak_memory_bytes("cpu") < high - 300 * 2**20
+
+
+def save_llama(path: Path, tokenizer: Any, hidden: int, layers: int) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=4, vocab_size=len(tokenizer),
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.slow  # a real two-job sweep in a subprocess: over a minute here
+def test_jobs_of_one_in_process_sweep_report_their_own_peaks(bfcl_cache, tmp_path):  # noqa: F811
+    """Hydra's basic launcher runs `-m` jobs in one process: a small model's job after a large one's
+    reports the small footprint, not the largest peak so far."""
+    from tests.test_launcher import launch
+
+    tok = build_tiny_tokenizer()
+    large = save_llama(tmp_path / "large", tok, hidden=1024, layers=12)  # ~490 MB of fp32 weights
+    small = save_llama(tmp_path / "small", tok, hidden=64, layers=2)
+    proc = launch("-m", "method=baseline", "model.source=hub", f"model.hub_id={large},{small}", "model.dtype=float32",
+                  f"data.categories=[{','.join(SIZES)}]", f"data.embedded.sha256={bfcl_cache[1]}", "eval.limit=2",
+                  "eval.max_new_tokens=2", f"cache_dir={bfcl_cache[0]}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peaks = []
+    for job in ("0", "1"):
+        run = json.loads((tmp_path / "sweep" / job / "run.json").read_text())
+        assert Path(run["model"]["path"]).name == ("large" if job == "0" else "small")
+        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+        peaks.append(metrics["overall"]["peak_memory_bytes"])
+    print(f"sweep peaks (large, small): {peaks}")
+    assert peaks[1] < peaks[0] - 200 * 2**20, peaks
+
+
+def test_a_finished_phase_model_is_freed_before_the_next_loads(tiny_model_dir, bfcl_cache, monkeypatch, tmp_path):  # noqa: F811
+    """As a staged method's SFT stage is trained in-process and then a second base loads."""
+    from transformers import AutoModelForCausalLM
+
+    from agentcoder.models import load_model
+
+    loaded: list[weakref.ref] = []
+    alive_at_next_load: list[bool] = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def tracked(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        alive_at_next_load.extend(ref() is not None for ref in loaded)
+        model = real(cls, *args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(tracked))
+    run_lora(lora_cfg(tiny_model_dir, bfcl_cache, "method.train.max_steps=1", "eval.limit=2",
+                      "method.train.val_limit=2"), tmp_path)
+    assert len(loaded) == 1
+    load_model(lora_cfg(tiny_model_dir, bfcl_cache))  # the next phase
+    assert alive_at_next_load == [False]
+
+
+@pytest.mark.parametrize("device", ["cuda:0"])
+def test_a_gpu_phase_resets_the_gpu_peak(monkeypatch, device):
+    """A stand-in for torch.cuda: the GPU's peak is reset where a phase starts (only a GPU can show the figure)."""
+    import torch
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append(f"reset {d}"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 123)
+    assert reset_peak_memory(device) is True
+    assert calls == ["empty_cache", f"reset {device}"] and peak_memory_bytes(device) == 123
+
+
+def test_packed_rows_come_in_a_few_widths():
+    """CPU bf16 matmuls cache kernels per input shape: a new row width every step grew a run's memory with
+    its steps.  Rows are padded to a multiple of ROW_MULTIPLE tokens instead."""
+    from types import SimpleNamespace
+
+    from agentcoder.training.packing import use_packed_rows
+    from agentcoder.training.setup import ROW_MULTIPLE
+
+    trainer = SimpleNamespace(data_collator=None)
+    use_packed_rows(trainer, SimpleNamespace(pad_token_id=0))
+    rows = ([{"input_ids": [1] * n, "labels": [1] * n, "seq_lengths": [n]}] for n in range(1, 4 * ROW_MULTIPLE + 1, 5))
+    widths = {trainer.data_collator(row)["input_ids"].shape[1] for row in rows}
+    assert widths == {ROW_MULTIPLE * k for k in (1, 2, 3, 4)}
