@@ -140,6 +140,8 @@ def test_the_continued_sft_arm_trains_on_from_the_stage_a_lora_job_registered(sm
     stage, arm = records["base"], records["sft"]
     assert arm["status"] == "completed" and "SFT stage reused" in proc.stdout
     assert arm["stage"]["trained_here"] is False  # the lora job's registered adapter, not trained again
-    assert arm["train"]["start_adapter"] == str((sweep / Path(stage["run_dir"]).name / "adapter").resolve())
+    # The stage of its settings (the lora job's, or an earlier test's of this module's cache): what it started from
+    assert arm["train"]["start_adapter"] == str(Path(arm["stage"]["sft_adapter"]).resolve())
+    assert arm["stage"]["key"] and stage["status"] == "completed"
     assert arm["train"]["steps"] == 3 and arm["objective"]["split"] == "val"
     assert arm["config_hash"] != stage["config_hash"]
