@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from agentcoder.assets import sha256_file
 from tests.test_data_loading import build_wheel
 from tests.test_grid_smoke import SIZES
+from tests.test_preflight_values import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +77,38 @@ def test_ppo_and_sweeps_refuse_in_one_line(tmp_path, args, expected):
     assert re.search(r"rank\s*:\s*0\b", proc.stderr) and re.search(r"rank\s*:\s*1\b", proc.stderr), proc.stderr[-2000:]
     assert re.search(r"exitcode\s*:\s*2\b", proc.stderr)
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(("rank", "said"), [(0, "no peer rank joined"), (1, "rank 0 did not answer")])
+def test_a_rank_started_without_its_peers_stops_at_the_rendezvous_timeout_in_one_line(tmp_path, rank, said):
+    """Issue 30, item 3: a rank started by hand without its peers waited the 2 h collective timeout."""
+    env = {"WORLD_SIZE": "2", "RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "AGENTCODER_RENDEZVOUS_TIMEOUT_S": "2"}
+    proc = cli("method=debug", cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (line,) = config_errors(proc.stderr)
+    assert line.startswith(f"agentcoder: rank {rank} of 2 waited 2 s at 127.0.0.1:") and said in line, line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "agentcoder: WORLD_SIZE=2 RANK=0 without MASTER_ADDR and MASTER_PORT: start the ranks with `torchrun"),
+    ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1", "AGENTCODER_RENDEZVOUS_TIMEOUT_S": "soon"},
+     "agentcoder: AGENTCODER_RENDEZVOUS_TIMEOUT_S='soon': expected a number of seconds > 0"),
+])
+def test_a_rank_started_by_hand_without_a_rendezvous_says_what_to_set(tmp_path, env, expected):
+    base = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-m", "agentcoder.run", "method=debug"], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=120,
+                          env={**base, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2", "RANK": "0", **env})
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]] and proc.stderr.startswith(expected), proc.stderr
 
 
 def test_two_process_lora_trains_like_one_process_of_the_same_global_batch(tiny_model_dir, tmp_path):

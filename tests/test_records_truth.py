@@ -132,6 +132,42 @@ def test_sweep_rerun_treats_a_stale_run_as_failed(tmp_path):
     assert record(job)["status"] == "completed" and record(job)["resumed_from_status"] == "failed"
 
 
+def test_a_run_into_a_live_runs_dir_is_refused_before_hydra_writes_there(tmp_path):
+    """Issue 30, item 4: the refused run used to overwrite the live run's .hydra/*.yaml first."""
+    run_dir = tmp_path / "run"
+    proc = sleeping_run(run_dir, tmp_path)
+    try:
+        hydra_files = {p.name: p.read_text() for p in (run_dir / ".hydra").glob("*.yaml")}
+        log_files = {p.name: p.read_text() for p in run_dir.glob("*.log")}
+        refused = cli("method=debug", "eval.limit=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("agentcoder:")]
+        assert f"{run_dir} holds a live run (pid {proc.pid} on" in line, refused.stderr
+        assert {p.name: p.read_text() for p in (run_dir / ".hydra").glob("*.yaml")} == hydra_files
+        assert {p.name: p.read_text() for p in run_dir.glob("*.log")} == log_files
+        assert record(run_dir)["status"] == "running" and record(run_dir)["pid"] == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_a_sweep_job_whose_config_runs_live_is_refused_in_a_dir_of_its_own(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = sleeping_run(sweep / "0", tmp_path)  # method=debug, the config of the sweep's one job
+    try:
+        hydra_files = {p.name: p.read_text() for p in (sweep / "0" / ".hydra").glob("*.yaml")}
+        swept = cli("-m", "method=debug", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        assert swept.returncode == 1
+        assert "0 completed, 1 failed (1 before writing a record), 0 skipped" in swept.stdout, swept.stdout
+        assert {p.name: p.read_text() for p in (sweep / "0" / ".hydra").glob("*.yaml")} == hydra_files
+        assert record(sweep / "0")["pid"] == proc.pid
+        refused = record(sweep / "1")
+        assert refused["status"] == "failed" and f"{sweep / '0'} holds a live run" in refused["error"], refused
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 # --- Why, bullet 5: sweeps: jobs dead before their record, concurrent sweeps, skipping by job number
 
 

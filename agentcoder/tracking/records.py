@@ -189,6 +189,12 @@ def effective_status(data: dict[str, Any]) -> str | None:
     return "stale" if is_stale(data) else data.get("status")
 
 
+def live_run_error(run_dir: Path, data: dict[str, Any]) -> str:
+    """The one line that refuses to run into RUN_DIR while its record DATA is live."""
+    return (f"{run_dir} holds a live run (pid {data.get('pid')} on {data.get('host')}, started "
+            f"{data.get('started_at')})")
+
+
 def mark_stale_failed(run_dir: Path) -> dict[str, Any] | None:
     """Rewrite a stale `running` record as failed (saying why); return the record as it now is."""
     data = RunRecord.previous(run_dir)
