@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from agentcoder.assets import sha256_file
 from tests.test_data_loading import build_wheel
 from tests.test_grid_smoke import SIZES
 from tests.test_preflight_values import cli
+from tests.test_records_truth import _CHILD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +65,52 @@ def test_a_failure_on_one_rank_fails_the_run_with_that_ranks_traceback(tmp_path)
     error = (run_dir / "error.txt").read_text()
     assert "--- rank 1 ---" in error and "DebugFailure" in error
     assert not (run_dir / "metrics.json").exists()  # rank 0 had finished, but the run did not
+
+
+def sleeping_ranks(run_dir: Path, cwd: Path) -> tuple[subprocess.Popen, dict[int, int]]:
+    """Two ranks of a method=debug run that sleep in the method (the launcher, records and signal
+    handling are the real ones), and their pids once both are in.  torchrun checks its ranks every
+    second here instead of every 0.1 s: rank 0 reads how a rank ended in the moment before torchrun
+    reaps it, and a test must not lose that race."""
+    script = cwd / "sleeping_run.py"
+    script.write_text(_CHILD.format(body='    print("started", flush=True)\n    time.sleep(120)',
+                                    args=["method=debug", f"hydra.run.dir={run_dir}"]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "--monitor-interval=1", str(script)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:  # rank 0 speaks for both; rank 1 is past the same barrier
+        if line.strip() == "started":
+            record = json.loads((run_dir / "run.json").read_text())
+            return proc, {p["rank"]: p["pid"] for p in record["processes"]}
+    raise AssertionError(proc.stderr.read())
+
+
+def test_a_rank_killed_outright_fails_the_run_naming_it_its_pid_and_signal(tmp_path):
+    """Issue 30, item 1: the run said `interrupted by SIGTERM` (the launcher's signal to rank 0)."""
+    run_dir = tmp_path / "run"
+    proc, pids = sleeping_ranks(run_dir, tmp_path)
+    os.kill(pids[1], signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed", record
+    assert record["error"] == f"rank 1 (pid {pids[1]}) died of SIGKILL, leaving no error"
+    assert "Interrupted: interrupted by SIGTERM" in (run_dir / "error.txt").read_text()  # rank 0's own end
+
+
+def test_a_signal_to_the_launcher_interrupts_the_run(tmp_path):
+    """Issue 30, item 2: the run said `failed`, `rank 1: ...Interrupted: interrupted by SIGTERM`."""
+    run_dir = tmp_path / "run"
+    proc, _ = sleeping_ranks(run_dir, tmp_path)
+    time.sleep(1)  # rank 1 sleeping too, past its record's barrier
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted", record
+    assert record["error"] == "Interrupted: interrupted by SIGTERM"
+    error = (run_dir / "error.txt").read_text()
+    assert "--- rank 1 ---" in error and error.count("Interrupted: interrupted by SIGTERM") == 2
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -9,6 +9,9 @@ reader tell it from a live one (`effective_status` reads it as `stale`).
 One run on several processes (agentcoder/ranks.py) has one record: rank 0 writes it, with the
 world size and every rank's pid.  A rank that fails leaves its traceback in `error.rank<N>.txt`
 and exits; the launcher then stops the others, and rank 0 ends the run as failed with that error.
+A rank killed outright leaves none: rank 0 watches the ranks on its host and names the one that died
+and its signal.  A run whose every rank stopped on a signal (the launcher's SIGTERM, Ctrl-C) is
+`interrupted`.
 """
 
 from __future__ import annotations
@@ -207,6 +210,29 @@ def mark_stale_failed(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+def rank_errors(run_dir: Path) -> list[tuple[int, str]]:
+    """(rank, traceback) of every error.rank<N>.txt in RUN_DIR, first written first."""
+    found = []
+    for path in Path(run_dir).glob(RANK_ERROR_FILE.format(rank="*")):
+        try:
+            found.append((path.stat().st_mtime, int(path.name.split(".")[1].removeprefix("rank")),
+                          path.read_text(errors="replace")))
+        except (OSError, ValueError):
+            continue
+    return [(r, text) for _, r, text in sorted(found)]
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _is_interruption(tb: str) -> bool:
+    """Whether traceback TB ends in a signal (Interrupted, Ctrl-C) rather than an error of the run."""
+    name = _last_line(tb).split(":", 1)[0].rsplit(".", 1)[-1]
+    return name in (Interrupted.__name__, KeyboardInterrupt.__name__)
+
+
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     try:
         return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
@@ -233,6 +259,7 @@ class RunRecord:
         self._lock = threading.RLock()  # the heartbeat thread writes too
         self._beating = threading.Event()
         self.main = ranks.is_main()  # only rank 0 writes the run's files
+        self._ended: dict[int, str] = {}  # rank -> how its process ended (ranks.watch_exits)
 
     @property
     def path(self) -> Path:
@@ -281,6 +308,8 @@ class RunRecord:
             data["processes"] = [p for share in ranks.gather([{"rank": ranks.rank(), "pid": os.getpid(),
                                                                "host": platform.node()}]) for p in share]
         record = cls(Path(run_dir), data)
+        if record.main and ranks.world_size() > 1:
+            record._ended = ranks.watch_exits(record._peers(same_host=True))
         if record.main:
             for old in (ERROR_FILE, *(p.name for p in record.dir.glob(RANK_ERROR_FILE.format(rank="*")))):
                 (record.dir / old).unlink(missing_ok=True)
@@ -361,9 +390,11 @@ class RunRecord:
 
     def fail(self, exc: BaseException) -> None:
         """Status first (failed, or interrupted for a signal / Ctrl-C), then error.txt.  A rank other
-        than 0 writes its traceback to error.rank<N>.txt only; rank 0 takes the first such error as the
-        run's (the launcher stops the other ranks when one fails: rank 0 then sees a signal or a broken
-        collective, not the cause)."""
+        than 0 writes its traceback to error.rank<N>.txt only.  Rank 0 decides for the run: the
+        launcher stops the other ranks when one ends, so rank 0 then sees a signal or a broken
+        collective, not the cause; the cause is the rank that died without a word (a signal it could
+        not catch), else the first rank's error that is not a signal; `interrupted` when every rank
+        stopped on a signal."""
         tb = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         if not self.main:
             try:
@@ -371,35 +402,60 @@ class RunRecord:
             except OSError as err:
                 print(f"[agentcoder] rank {ranks.rank()}: could not write its error ({err})", file=sys.stderr)
             return
-        status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+        signalled = isinstance(exc, Interrupted | KeyboardInterrupt)
+        # A signal or a broken collective says another rank ended first: give it time to write its error.
+        waits = signalled or any(c.__name__.startswith("Dist") for c in type(exc).__mro__)
+        errors, silent, stopped = self._other_ranks(wait_s=5.0 if waits else 0.0)
+        signalled = signalled or stopped
+        status = "interrupted" if signalled else "failed"
         error = f"{type(exc).__name__}: {exc}"
-        # A signal or a broken collective says another rank failed first: give it time to write its error.
-        waits = isinstance(exc, Interrupted | KeyboardInterrupt) or any(
-            c.__name__.startswith("Dist") for c in type(exc).__mro__)
-        others = self._rank_errors(wait_s=5.0 if waits else 0.0)
-        if others:
-            status, (rank, other_tb) = "failed", others[0]
-            error = f"rank {rank}: {other_tb.strip().splitlines()[-1]}"
-            tb = "".join(f"--- rank {r} ---\n{text}\n" for r, text in others) + f"--- rank 0 ---\n{tb}"
-        self.data["error"] = scrub(error.splitlines()[0][:500])
+        causes = [(r, text) for r, text in errors if not _is_interruption(text)]
+        if silent:
+            rank, pid, how = silent[0]
+            status, error = "failed", f"rank {rank} (pid {pid}) {how}, leaving no error"
+        elif causes:
+            rank, text = causes[0]
+            status, error = "failed", f"rank {rank}: {_last_line(text)}"
+        elif errors and (signalled or waits):  # every other rank stopped on a signal, and so did this one
+            status = "interrupted"
+            if not isinstance(exc, Interrupted | KeyboardInterrupt):
+                error = f"rank {errors[0][0]}: {_last_line(errors[0][1])}"
+        if errors:
+            tb = "".join(f"--- rank {r} ---\n{text}\n" for r, text in errors) + f"--- rank 0 ---\n{tb}"
+        self.data["error"] = scrub(error.splitlines()[0][:500] if error.strip() else type(exc).__name__)
         self._finish(status)
         try:
             atomic_write_text(self.dir / ERROR_FILE, tb)
         except OSError as err:
             print(f"[agentcoder] {self.dir}: could not write {ERROR_FILE} ({err})", file=sys.stderr)
 
-    def _rank_errors(self, wait_s: float) -> list[tuple[int, str]]:
-        """(rank, traceback) of every other rank that failed, first failure first, waiting up to WAIT_S
-        for one to appear."""
+    def _peers(self, same_host: bool) -> dict[int, int]:
+        """rank -> pid of the other ranks (SAME_HOST: only those on this host, whose pid can be asked)."""
+        return {p["rank"]: p["pid"] for p in self.data.get("processes", [])
+                if p.get("rank") != ranks.rank() and (not same_host or p.get("host") == platform.node())}
+
+    def _other_ranks(self, wait_s: float) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]], bool]:
+        """(rank, traceback) of every other rank that wrote its error, first written first; (rank, pid,
+        how) of every rank on this host that ended without one; whether a signal came meanwhile.  Waits
+        up to WAIT_S for every other rank to have either written its error or ended."""
         if ranks.world_size() == 1:
-            return []
+            return [], [], False
+        local, everyone = self._peers(same_host=True), self._peers(same_host=False)
         deadline = time.monotonic() + wait_s
+        signalled = False
         while True:
-            found = sorted(self.dir.glob(RANK_ERROR_FILE.format(rank="*")), key=lambda p: p.stat().st_mtime)
-            if found or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        return [(int(p.name.split(".")[1].removeprefix("rank")), p.read_text(errors="replace")) for p in found]
+            try:
+                ended = {r for r in local if r in self._ended or not _pid_alive(local[r], self.data.get("started_at"))}
+                errors = rank_errors(self.dir)
+                if {r for r, _ in errors} | ended >= set(everyone) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            except (Interrupted, KeyboardInterrupt):  # the launcher stopping this rank too: keep looking
+                signalled = True
+        written = {r for r, _ in errors}
+        silent = [(r, local[r], self._ended.get(r) or "ended (its exit status was not seen)")
+                  for r in sorted(ended - written)]
+        return errors, silent, signalled
 
     def __enter__(self) -> RunRecord:
         return self
