@@ -110,6 +110,23 @@ def test_a_killed_run_is_told_from_a_live_one(tmp_path):
     assert dead["status"] == "running" and effective_status(dead) == "stale"
 
 
+def test_an_attempt_killed_before_its_first_heartbeat_lasted_an_unknown_time(tmp_path):
+    """Issue 30, item 10: later attempts recorded it with duration_s 0.0."""
+    from agentcoder.compare.runs import load_run
+
+    run_dir = tmp_path / "run"
+    proc = sleeping_run(run_dir, tmp_path)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert load_run(run_dir).row["status"] == "killed"
+    again = cli("method=debug", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    data = record(run_dir)
+    assert data["status"] == "completed" and data["duration_s"] is not None
+    assert data["attempts"][0]["status"] == "failed" and data["attempts"][0]["duration_s"] is None
+    assert data["total_duration_s"] is None and load_run(run_dir).row["duration_s"] is None
+
+
 def test_a_run_on_another_host_is_stale_once_its_heartbeat_stops():
     from agentcoder.tracking.records import STALE_AFTER_S, is_stale
 

@@ -165,7 +165,7 @@ def _pid_alive(pid: int, started_at: str | None) -> bool:
     if started_at:  # a pid reused by a process born after the run started is not the run
         try:
             return created <= datetime.fromisoformat(started_at).timestamp() + 1.0
-        except ValueError:
+        except (TypeError, ValueError):  # a hand-edited record: the pid alone says it
             pass
     return True
 
@@ -182,7 +182,7 @@ def is_stale(data: dict[str, Any], now: float | None = None) -> bool:
         return True
     try:
         age = (now or time.time()) - datetime.fromisoformat(beat).timestamp()
-    except ValueError:
+    except (TypeError, ValueError):
         return True
     return age > STALE_AFTER_S
 
@@ -198,13 +198,21 @@ def live_run_error(run_dir: Path, data: dict[str, Any]) -> str:
             f"{data.get('started_at')})")
 
 
+def stale_error(run_dir: Path, data: dict[str, Any]) -> str:
+    """Why the stale record DATA of RUN_DIR ended: its process stopped without a final status, and the
+    first error another rank of it left, if any (rank 0 died before it could take that error in)."""
+    error = (f"stale: process {data.get('pid')} on {data.get('host')} stopped without a final "
+             f"status (last heartbeat {data.get('heartbeat_at') or data.get('started_at')})")
+    others = rank_errors(run_dir) if data.get("world_size") else []
+    return error + (f"; rank {others[0][0]}: {_last_line(others[0][1])}" if others else "")
+
+
 def mark_stale_failed(run_dir: Path) -> dict[str, Any] | None:
     """Rewrite a stale `running` record as failed (saying why); return the record as it now is."""
     data = RunRecord.previous(run_dir)
     if data and is_stale(data):
         data["status"] = "failed"
-        data["error"] = (f"stale: process {data.get('pid')} on {data.get('host')} stopped without a final "
-                         f"status (last heartbeat {data.get('heartbeat_at') or data.get('started_at')})")
+        data["error"] = stale_error(run_dir, data)
         data["ended_at"] = data.get("heartbeat_at")
         atomic_write_json(Path(run_dir) / RUN_FILE, data)
     return data
@@ -241,12 +249,16 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 def _attempt_summary(prev: dict[str, Any]) -> dict[str, Any]:
-    """One earlier attempt of a run dir, from its run.json: when it ran, how it ended, how long."""
+    """One earlier attempt of a run dir, from its run.json: when it ran, how it ended, how long.  A killed
+    attempt lasted until its last heartbeat, at least; one killed before its first heartbeat lasted
+    an unknown time (None), not 0 s."""
     ended = prev.get("ended_at") or prev.get("heartbeat_at")
     duration = prev.get("duration_s")
+    if duration is None:
+        beat = _seconds_between(prev.get("started_at"), prev.get("heartbeat_at"))
+        duration = None if beat is None or beat < HEARTBEAT_S / 2 else _seconds_between(prev.get("started_at"), ended)
     return {"attempt": prev.get("attempt", 1), "status": prev.get("status"), "started_at": prev.get("started_at"),
-            "ended_at": ended,
-            "duration_s": duration if duration is not None else _seconds_between(prev.get("started_at"), ended)}
+            "ended_at": ended, "duration_s": duration}
 
 
 class RunRecord:
@@ -273,6 +285,7 @@ class RunRecord:
     def start(cls, run_dir: Path, cfg: DictConfig, hydra: dict[str, Any] | None = None) -> RunRecord:
         prev = cls.previous(run_dir) or {}
         hydra = hydra or {}
+        started = _now()
         data: dict[str, Any] = {
             "status": "running",
             "config_hash": config_hash(cfg),
@@ -293,8 +306,8 @@ class RunRecord:
             "hardware": hardware(),
             "pid": os.getpid(),
             "host": platform.node(),
-            "started_at": _now(),
-            "heartbeat_at": _now(),
+            "started_at": started,
+            "heartbeat_at": started,  # the same stamp until the first beat
             "ended_at": None,
             "duration_s": None,
             "attempt": int(prev.get("attempt", 0)) + 1,
@@ -374,8 +387,10 @@ class RunRecord:
             self.data["status"] = status
             self.data["ended_at"] = _now()
             self.data["duration_s"] = round(time.perf_counter() - self._t0, 3)
-            earlier = sum(a.get("duration_s") or 0.0 for a in self.data.get("attempts", []))
-            self.data["total_duration_s"] = round(earlier + self.data["duration_s"], 3)
+            earlier = [a.get("duration_s") for a in self.data.get("attempts", [])]
+            # Unknown when an earlier attempt's is (killed before its first heartbeat).
+            self.data["total_duration_s"] = (None if None in earlier
+                                             else round(sum(earlier) + self.data["duration_s"], 3))
             try:
                 self.data["hardware"] = hardware()
             except OSError:
