@@ -420,8 +420,7 @@ class RunRecord:
         signalled = isinstance(exc, Interrupted | KeyboardInterrupt)
         # A signal or a broken collective says another rank ended first: give it time to write its error.
         waits = signalled or any(c.__name__.startswith("Dist") for c in type(exc).__mro__)
-        errors, silent, stopped = self._other_ranks(wait_s=5.0 if waits else 0.0)
-        signalled = signalled or stopped
+        errors, silent = self._other_ranks(wait_s=5.0 if waits else 0.0)
         status = "interrupted" if signalled else "failed"
         error = f"{type(exc).__name__}: {exc}"
         causes = [(r, text) for r, text in errors if not _is_interruption(text)]
@@ -431,9 +430,9 @@ class RunRecord:
         elif causes:
             rank, text = causes[0]
             status, error = "failed", f"rank {rank}: {_last_line(text)}"
-        elif errors and (signalled or waits):  # every other rank stopped on a signal, and so did this one
+        elif errors and waits:  # every other rank stopped on a signal; this one too, or its collective broke
             status = "interrupted"
-            if not isinstance(exc, Interrupted | KeyboardInterrupt):
+            if not signalled:
                 error = f"rank {errors[0][0]}: {_last_line(errors[0][1])}"
         if errors:
             tb = "".join(f"--- rank {r} ---\n{text}\n" for r, text in errors) + f"--- rank 0 ---\n{tb}"
@@ -449,15 +448,14 @@ class RunRecord:
         return {p["rank"]: p["pid"] for p in self.data.get("processes", [])
                 if p.get("rank") != ranks.rank() and (not same_host or p.get("host") == platform.node())}
 
-    def _other_ranks(self, wait_s: float) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]], bool]:
+    def _other_ranks(self, wait_s: float) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
         """(rank, traceback) of every other rank that wrote its error, first written first; (rank, pid,
-        how) of every rank on this host that ended without one; whether a signal came meanwhile.  Waits
-        up to WAIT_S for every other rank to have either written its error or ended."""
+        how) of every rank on this host that ended without one.  Waits up to WAIT_S for every other rank
+        to have either written its error or ended."""
         if ranks.world_size() == 1:
-            return [], [], False
+            return [], []
         local, everyone = self._peers(same_host=True), self._peers(same_host=False)
         deadline = time.monotonic() + wait_s
-        signalled = False
         while True:
             try:
                 ended = {r for r in local if r in self._ended or not _pid_alive(local[r], self.data.get("started_at"))}
@@ -466,11 +464,11 @@ class RunRecord:
                     break
                 time.sleep(0.2)
             except (Interrupted, KeyboardInterrupt):  # the launcher stopping this rank too: keep looking
-                signalled = True
+                pass
         written = {r for r, _ in errors}
         silent = [(r, local[r], self._ended.get(r) or "ended (its exit status was not seen)")
                   for r in sorted(ended - written)]
-        return errors, silent, signalled
+        return errors, silent
 
     def __enter__(self) -> RunRecord:
         return self
