@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +25,8 @@ from agentcoder import ranks
 from agentcoder.checks import validate
 from agentcoder.config import CONF_DIR, METHODS, ConfigError, config_hash
 from agentcoder.preflight import check_overrides, normalize_overrides, split_argv
-from agentcoder.tracking.callbacks import CURRENT_SWEEP, sweep_summary_line
-from agentcoder.tracking.records import Interrupted, RunRecord, mark_skipped, mark_stale_failed
+from agentcoder.tracking.callbacks import CURRENT_SWEEP, LIVE_ELSEWHERE, sweep_summary_line
+from agentcoder.tracking.records import Interrupted, RunRecord, live_run_error, mark_skipped, mark_stale_failed
 from agentcoder.tracking.result import objective_value
 from agentcoder.tracking.secrets import scrub_file
 
@@ -99,8 +98,10 @@ def run_task(raw_cfg: DictConfig) -> float | None:
     # Under several processes every rank works in rank 0's run dir, and decides from rank 0's reading of it.
     run_dir = Path(ranks.broadcast(str(run_dir)))
     previous = ranks.broadcast(mark_stale_failed(run_dir) if ranks.is_main() else None)  # killed: failed, re-run
-    if previous and previous.get("status") == "running":
-        raise RuntimeError(f"{run_dir} holds a live run (pid {previous.get('pid')} on {previous.get('host')})")
+    if previous and previous.get("status") == "running":  # came alive since on_run_start looked
+        raise RuntimeError(live_run_error(run_dir, previous))
+    if str(run_dir.resolve()) in LIVE_ELSEWHERE:  # a sweep job kept out of a live run's dir
+        raise RuntimeError(LIVE_ELSEWHERE[str(run_dir.resolve())])
     if cfg.resume and previous and previous.get("status") == "completed":
         if previous.get("config_hash") == config_hash(cfg):
             if ranks.is_main():
@@ -134,14 +135,6 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def _refuse() -> None:
-    """Exit 2 after a refusal rank 0 prints.  The launcher stops every rank as soon as one exits: the
-    others wait a moment first, or rank 0 could be stopped before it has said why."""
-    if not ranks.is_main():
-        time.sleep(5)
-    sys.exit(2)
-
-
 def _start_ranks(multirun: bool) -> None:
     """One run on several processes: refuse a sweep, open the process group (Hydra's run dir needs it:
     tracking/callbacks.new_dir), and leave Hydra's own files (.hydra/, the job log) to rank 0."""
@@ -150,8 +143,12 @@ def _start_ranks(multirun: bool) -> None:
         if ranks.is_main():
             print(f"agentcoder: -m under {n} processes (WORLD_SIZE={n}): a sweep runs its jobs side by side, "
                   f"one process each; launch one run per torchrun / accelerate launch", file=sys.stderr)
-        _refuse()
-    backend = ranks.start()
+        ranks.exit_after_main(2)  # after a refusal rank 0 prints
+    try:
+        backend = ranks.start()
+    except ranks.RendezvousError as err:  # every rank says it: each may have been started alone
+        print(f"agentcoder: {err}", file=sys.stderr)
+        sys.exit(1)
     if ranks.is_main():
         print(f"[agentcoder] one run on {n} processes ({backend})")
     else:  # rank 0 speaks for the run: the others' prints and progress bars would only repeat it
@@ -171,7 +168,7 @@ def main() -> None:
         except ConfigError as err:
             for line in str(err).splitlines() if ranks.is_main() else ():  # once, not once per process
                 print(f"agentcoder: config error: {line}", file=sys.stderr)
-            _refuse()
+            ranks.exit_after_main(2)
         sys.argv.extend(extra)
         if ranks.world_size() > 1 and not showing:
             _start_ranks(bool({"-m", "--multirun"} & set(flags)))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,9 @@ def write_run(
         record["error"] = error or "RuntimeError: boom"
     if status != "running":
         record["ended_at"], record["duration_s"] = ended_at, 1.0
+    else:  # a live one: this process, on this host (the comparator tells a dead one as `killed`)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        record.update(pid=os.getpid(), host=platform.node(), started_at=now, heartbeat_at=now)
     (run_dir / "run.json").write_text(json.dumps(record))
     if status != "completed":
         return run_dir

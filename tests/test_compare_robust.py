@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,22 @@ def test_a_failed_write_changes_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_whole(out, half)
     assert [p.name for p in out.iterdir()] == ["comparison.csv"] and (out / "comparison.csv").read_text() == "old"
+
+
+def test_a_run_whose_process_is_gone_reads_as_killed_with_its_ranks_error(tmp_path):
+    """Issue 30, item 10: such a run read as `running` ("still running, or killed"), and the error a
+    rank other than 0 left (rank 0 killed before it could take it in) was never shown."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    for name, pid in (("dead", int(gone.stdout)), ("live", os.getpid())):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({
+            "status": "running", "method": "debug", "pid": pid, "host": platform.node(), "started_at": now,
+            "heartbeat_at": now, "world_size": 2}))
+        (run / "error.rank1.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: boom on rank 1")
+    rows = {r.name: r.row for r in load_runs([tmp_path / "runs"])}
+    assert rows["dead"]["status"] == "killed"
+    assert rows["dead"]["error"].startswith(f"stale: process {gone.stdout.strip()} on {platform.node()} stopped")
+    assert rows["dead"]["error"].endswith("; rank 1: RuntimeError: boom on rank 1")
+    assert rows["live"]["status"] == "running" and rows["live"]["error"] == "no end recorded: still running"

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ import pytest
 from agentcoder.assets import sha256_file
 from tests.test_data_loading import build_wheel
 from tests.test_grid_smoke import SIZES
+from tests.test_preflight_values import cli
+from tests.test_records_truth import _CHILD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +67,52 @@ def test_a_failure_on_one_rank_fails_the_run_with_that_ranks_traceback(tmp_path)
     assert not (run_dir / "metrics.json").exists()  # rank 0 had finished, but the run did not
 
 
+def sleeping_ranks(run_dir: Path, cwd: Path) -> tuple[subprocess.Popen, dict[int, int]]:
+    """Two ranks of a method=debug run that sleep in the method (the launcher, records and signal
+    handling are the real ones), and their pids once both are in.  torchrun checks its ranks every
+    second here instead of every 0.1 s: rank 0 reads how a rank ended in the moment before torchrun
+    reaps it, and a test must not lose that race."""
+    script = cwd / "sleeping_run.py"
+    script.write_text(_CHILD.format(body='    print("started", flush=True)\n    time.sleep(120)',
+                                    args=["method=debug", f"hydra.run.dir={run_dir}"]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "--monitor-interval=1", str(script)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:  # rank 0 speaks for both; rank 1 is past the same barrier
+        if line.strip() == "started":
+            record = json.loads((run_dir / "run.json").read_text())
+            return proc, {p["rank"]: p["pid"] for p in record["processes"]}
+    raise AssertionError(proc.stderr.read())
+
+
+def test_a_rank_killed_outright_fails_the_run_naming_it_its_pid_and_signal(tmp_path):
+    """Issue 30, item 1: the run said `interrupted by SIGTERM` (the launcher's signal to rank 0)."""
+    run_dir = tmp_path / "run"
+    proc, pids = sleeping_ranks(run_dir, tmp_path)
+    os.kill(pids[1], signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed", record
+    assert record["error"] == f"rank 1 (pid {pids[1]}) died of SIGKILL, leaving no error"
+    assert "Interrupted: interrupted by SIGTERM" in (run_dir / "error.txt").read_text()  # rank 0's own end
+
+
+def test_a_signal_to_the_launcher_interrupts_the_run(tmp_path):
+    """Issue 30, item 2: the run said `failed`, `rank 1: ...Interrupted: interrupted by SIGTERM`."""
+    run_dir = tmp_path / "run"
+    proc, _ = sleeping_ranks(run_dir, tmp_path)
+    time.sleep(1)  # rank 1 sleeping too, past its record's barrier
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted", record
+    assert record["error"] == "Interrupted: interrupted by SIGTERM"
+    error = (run_dir / "error.txt").read_text()
+    assert "--- rank 1 ---" in error and error.count("Interrupted: interrupted by SIGTERM") == 2
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (("method=ppo",), "agentcoder: config error: method=ppo runs on one process, and this launch started 2"),
     (("-m", "method=debug", "seed=1,2"), "agentcoder: -m under 2 processes (WORLD_SIZE=2): a sweep runs"),
@@ -75,6 +126,38 @@ def test_ppo_and_sweeps_refuse_in_one_line(tmp_path, args, expected):
     assert re.search(r"rank\s*:\s*0\b", proc.stderr) and re.search(r"rank\s*:\s*1\b", proc.stderr), proc.stderr[-2000:]
     assert re.search(r"exitcode\s*:\s*2\b", proc.stderr)
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(("rank", "said"), [(0, "no peer rank joined"), (1, "rank 0 did not answer")])
+def test_a_rank_started_without_its_peers_stops_at_the_rendezvous_timeout_in_one_line(tmp_path, rank, said):
+    """Issue 30, item 3: a rank started by hand without its peers waited the 2 h collective timeout."""
+    env = {"WORLD_SIZE": "2", "RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "AGENTCODER_RENDEZVOUS_TIMEOUT_S": "2"}
+    proc = cli("method=debug", cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (line,) = config_errors(proc.stderr)
+    assert line.startswith(f"agentcoder: rank {rank} of 2 waited 2 s at 127.0.0.1:") and said in line, line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "agentcoder: WORLD_SIZE=2 RANK=0 without MASTER_ADDR and MASTER_PORT: start the ranks with `torchrun"),
+    ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1", "AGENTCODER_RENDEZVOUS_TIMEOUT_S": "soon"},
+     "agentcoder: AGENTCODER_RENDEZVOUS_TIMEOUT_S='soon': expected a number of seconds > 0"),
+])
+def test_a_rank_started_by_hand_without_a_rendezvous_says_what_to_set(tmp_path, env, expected):
+    base = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-m", "agentcoder.run", "method=debug"], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=120,
+                          env={**base, "PYTHONPATH": str(ROOT), "WORLD_SIZE": "2", "RANK": "0", **env})
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]] and proc.stderr.startswith(expected), proc.stderr
 
 
 def test_two_process_lora_trains_like_one_process_of_the_same_global_batch(tiny_model_dir, tmp_path):

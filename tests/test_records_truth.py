@@ -110,6 +110,23 @@ def test_a_killed_run_is_told_from_a_live_one(tmp_path):
     assert dead["status"] == "running" and effective_status(dead) == "stale"
 
 
+def test_an_attempt_killed_before_its_first_heartbeat_lasted_an_unknown_time(tmp_path):
+    """Issue 30, item 10: later attempts recorded it with duration_s 0.0."""
+    from agentcoder.compare.runs import load_run
+
+    run_dir = tmp_path / "run"
+    proc = sleeping_run(run_dir, tmp_path)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert load_run(run_dir).row["status"] == "killed"
+    again = cli("method=debug", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    data = record(run_dir)
+    assert data["status"] == "completed" and data["duration_s"] is not None
+    assert data["attempts"][0]["status"] == "failed" and data["attempts"][0]["duration_s"] is None
+    assert data["total_duration_s"] is None and load_run(run_dir).row["duration_s"] is None
+
+
 def test_a_run_on_another_host_is_stale_once_its_heartbeat_stops():
     from agentcoder.tracking.records import STALE_AFTER_S, is_stale
 
@@ -130,6 +147,42 @@ def test_sweep_rerun_treats_a_stale_run_as_failed(tmp_path):
     again = cli(*args, cwd=tmp_path)
     assert "1 completed, 0 failed, 1 skipped" in again.stdout, again.stdout
     assert record(job)["status"] == "completed" and record(job)["resumed_from_status"] == "failed"
+
+
+def test_a_run_into_a_live_runs_dir_is_refused_before_hydra_writes_there(tmp_path):
+    """Issue 30, item 4: the refused run used to overwrite the live run's .hydra/*.yaml first."""
+    run_dir = tmp_path / "run"
+    proc = sleeping_run(run_dir, tmp_path)
+    try:
+        hydra_files = {p.name: p.read_text() for p in (run_dir / ".hydra").glob("*.yaml")}
+        log_files = {p.name: p.read_text() for p in run_dir.glob("*.log")}
+        refused = cli("method=debug", "eval.limit=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("agentcoder:")]
+        assert f"{run_dir} holds a live run (pid {proc.pid} on" in line, refused.stderr
+        assert {p.name: p.read_text() for p in (run_dir / ".hydra").glob("*.yaml")} == hydra_files
+        assert {p.name: p.read_text() for p in run_dir.glob("*.log")} == log_files
+        assert record(run_dir)["status"] == "running" and record(run_dir)["pid"] == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_a_sweep_job_whose_config_runs_live_is_refused_in_a_dir_of_its_own(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = sleeping_run(sweep / "0", tmp_path)  # method=debug, the config of the sweep's one job
+    try:
+        hydra_files = {p.name: p.read_text() for p in (sweep / "0" / ".hydra").glob("*.yaml")}
+        swept = cli("-m", "method=debug", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        assert swept.returncode == 1
+        assert "0 completed, 1 failed (1 before writing a record), 0 skipped" in swept.stdout, swept.stdout
+        assert {p.name: p.read_text() for p in (sweep / "0" / ".hydra").glob("*.yaml")} == hydra_files
+        assert record(sweep / "0")["pid"] == proc.pid
+        refused = record(sweep / "1")
+        assert refused["status"] == "failed" and f"{sweep / '0'} holds a live run" in refused["error"], refused
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 # --- Why, bullet 5: sweeps: jobs dead before their record, concurrent sweeps, skipping by job number

@@ -3,7 +3,8 @@
 A run dir is any folder holding a `run.json` (single runs `outputs/<date>/<time>/`, sweep jobs
 `multirun/<date>/<time>/<job>/`).  The resolved config in `run.json["config"]` is preferred; older
 records fall back to the group choices and top-level fields.  Nothing here raises on a broken run:
-an unreadable or unfinished one becomes a row with a status that says so.
+an unreadable or unfinished one becomes a row with a status that says so (`killed` for a `running`
+record whose process is gone, as the launcher tells it: tracking/records.is_stale).
 
 A run is named by its dir relative to the folder the comparator was given (relative to the folders'
 common parent when it was given several), so the tables do not depend on where the clone lies.
@@ -21,6 +22,7 @@ from typing import Any
 
 from agentcoder.evaluation.metrics import METRICS
 from agentcoder.files import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE, TRAIN_LOG_FILE
+from agentcoder.tracking.records import is_stale, stale_error
 from agentcoder.tracking.result import METRICS_SCHEMA_VERSION
 
 # Methods whose result does not depend on data_fraction (nothing is trained).
@@ -195,7 +197,8 @@ def load_run(run_dir: Path, name: str | None = None, keep: tuple[str, ...] = ())
         "config_hash": rec.get("config_hash"),
         "started_at": rec.get("started_at"),
         "ended_at": rec.get("ended_at"),
-        "duration_s": _first(rec.get("total_duration_s"), rec.get("duration_s")),  # every attempt's
+        # Every attempt's (None, unknown, when one was killed before its first heartbeat).
+        "duration_s": rec["total_duration_s"] if "total_duration_s" in rec else rec.get("duration_s"),
     }
     try:
         row["data_fraction"] = None if row["data_fraction"] is None else float(row["data_fraction"])
@@ -211,8 +214,10 @@ def load_run(run_dir: Path, name: str | None = None, keep: tuple[str, ...] = ())
         unreadable = (run_dir / METRICS_FILE).exists()
         row["error"] = row["error"] or (f"{METRICS_FILE} is unreadable (not JSON, or no `overall`)" if unreadable
                                         else f"completed without {METRICS_FILE}")
+    elif row["status"] == "running" and is_stale(rec):  # as the launcher reads it: host and pid, or heartbeat
+        row["status"], row["error"] = "killed", stale_error(run_dir, rec)  # with a rank's error, if one left it
     elif row["status"] == "running":
-        row["error"] = row["error"] or "no end recorded: still running, or killed"
+        row["error"] = row["error"] or "no end recorded: still running"
 
     overall = overall or {}
     version = (metrics or {}).get("schema_version", 1)

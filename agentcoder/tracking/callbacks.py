@@ -1,6 +1,8 @@
 """Hydra callbacks: sweep lock and summary, secret scrubbing of Hydra's files, and job dirs keyed
 to the config.
 
+- `on_run_start` refuses a run dir that holds a live run, before Hydra writes `.hydra/` and the job
+  log into it (a sweep job whose config is running live elsewhere gets a fresh dir, see below).
 - `on_multirun_start` locks the sweep dir (a second sweep into it stops at once) and remembers
   where it writes; the entrypoint prints the summary after Hydra returns (Hydra skips
   `on_multirun_end` when a job failed).
@@ -10,7 +12,9 @@ to the config.
 - `${agentcoder_job_subdir:}` (conf/config.yaml's `hydra.sweep.subdir`) names a job's directory:
   the directory of a run of the same config hash if the sweep dir has one (so a value prepended
   to a sweep list skips the completed jobs wherever their number now is), else the job number,
-  else the next free number (a completed run of another config is never overwritten).
+  else the next free number (a completed run of another config is never overwritten).  When that run
+  of the same config is live, the job gets the next free number instead and fails at its start,
+  naming the live dir (`LIVE_ELSEWHERE`): nothing of it is written into the live run's dir.
 - `${agentcoder_new_dir:outputs}` (`hydra.run.dir`, `hydra.sweep.dir`) names a fresh directory by
   the start time and claims it with an exclusive mkdir: on a coarse clock two runs started in the
   same tick got the same name, and the second then took the first's record for its own.  The ranks
@@ -31,12 +35,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from agentcoder import ranks
 from agentcoder.files import RUN_FILE
-from agentcoder.tracking.records import effective_status, mark_stale_failed, read_json, write_early_failure
+from agentcoder.tracking.records import (
+    effective_status,
+    live_run_error,
+    mark_stale_failed,
+    read_json,
+    write_early_failure,
+)
 from agentcoder.tracking.secrets import scrub_file
 
 # Filled by on_multirun_start / on_job_end; read by agentcoder.run after the sweep (same process).
 CURRENT_SWEEP: dict[str, Any] = {}
 LOCK_FILE = ".sweep.lock"
+# Sweep job dir (resolved) -> why the job must not run: its config is running live in another dir.
+LIVE_ELSEWHERE: dict[str, str] = {}
 
 
 def _scrub_hydra_files(output_dir: Path, sweep_dir: Path | None) -> None:
@@ -47,6 +59,16 @@ def _scrub_hydra_files(output_dir: Path, sweep_dir: Path | None) -> None:
 
 
 class SweepSummary(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra writes .hydra/*.yaml and the job log into the run dir next (core/utils.py run_job).
+        run_dir = Path(str(config.hydra.run.dir))
+        data = ranks.broadcast(mark_stale_failed(run_dir) if ranks.is_main() else None)  # a dead one: failed
+        if data and data.get("status") == "running":
+            if ranks.is_main():
+                print(f"agentcoder: {live_run_error(run_dir, data)}; wait for it or pick another hydra.run.dir",
+                      file=sys.stderr)
+            ranks.exit_after_main(2)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -158,16 +180,21 @@ def job_subdir(*, _root_: DictConfig) -> str:
         wanted = config_hash(merge_schema(OmegaConf.create(plain)))
     except Exception:  # noqa: BLE001 - a bad combination fails in its task, with its own record
         wanted = None
+    live = None
     for run_file in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):
         data = mark_stale_failed(run_file.parent) or {}
         if wanted and data.get("config_hash") == wanted:
-            return run_file.parent.name
-    if not (sweep_dir / num / RUN_FILE).exists():
+            if data.get("status") != "running":
+                return run_file.parent.name
+            live = live_run_error(run_file.parent, data)
+    if live is None and not (sweep_dir / num / RUN_FILE).exists():
         return num
-    taken = {p.name for p in sweep_dir.iterdir()}
+    taken = {p.name for p in sweep_dir.iterdir()} if sweep_dir.is_dir() else set()
     n = int(num) if num.isdigit() else 0
     while str(n) in taken:
         n += 1
+    if live is not None:
+        LIVE_ELSEWHERE[str((sweep_dir / str(n)).resolve())] = f"{live}, of this job's config"
     return str(n)
 
 

@@ -9,6 +9,9 @@ reader tell it from a live one (`effective_status` reads it as `stale`).
 One run on several processes (agentcoder/ranks.py) has one record: rank 0 writes it, with the
 world size and every rank's pid.  A rank that fails leaves its traceback in `error.rank<N>.txt`
 and exits; the launcher then stops the others, and rank 0 ends the run as failed with that error.
+A rank killed outright leaves none: rank 0 watches the ranks on its host and names the one that died
+and its signal.  A run whose every rank stopped on a signal (the launcher's SIGTERM, Ctrl-C) is
+`interrupted`.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def _pid_alive(pid: int, started_at: str | None) -> bool:
     if started_at:  # a pid reused by a process born after the run started is not the run
         try:
             return created <= datetime.fromisoformat(started_at).timestamp() + 1.0
-        except ValueError:
+        except (TypeError, ValueError):  # a hand-edited record: the pid alone says it
             pass
     return True
 
@@ -179,7 +182,7 @@ def is_stale(data: dict[str, Any], now: float | None = None) -> bool:
         return True
     try:
         age = (now or time.time()) - datetime.fromisoformat(beat).timestamp()
-    except ValueError:
+    except (TypeError, ValueError):
         return True
     return age > STALE_AFTER_S
 
@@ -189,16 +192,53 @@ def effective_status(data: dict[str, Any]) -> str | None:
     return "stale" if is_stale(data) else data.get("status")
 
 
+def live_run_error(run_dir: Path, data: dict[str, Any]) -> str:
+    """The one line that refuses to run into RUN_DIR while its record DATA is live."""
+    return (f"{run_dir} holds a live run (pid {data.get('pid')} on {data.get('host')}, started "
+            f"{data.get('started_at')})")
+
+
+def stale_error(run_dir: Path, data: dict[str, Any]) -> str:
+    """Why the stale record DATA of RUN_DIR ended: its process stopped without a final status, and the
+    first error another rank of it left, if any (rank 0 died before it could take that error in)."""
+    error = (f"stale: process {data.get('pid')} on {data.get('host')} stopped without a final "
+             f"status (last heartbeat {data.get('heartbeat_at') or data.get('started_at')})")
+    others = rank_errors(run_dir) if data.get("world_size") else []
+    return error + (f"; rank {others[0][0]}: {_last_line(others[0][1])}" if others else "")
+
+
 def mark_stale_failed(run_dir: Path) -> dict[str, Any] | None:
     """Rewrite a stale `running` record as failed (saying why); return the record as it now is."""
     data = RunRecord.previous(run_dir)
     if data and is_stale(data):
         data["status"] = "failed"
-        data["error"] = (f"stale: process {data.get('pid')} on {data.get('host')} stopped without a final "
-                         f"status (last heartbeat {data.get('heartbeat_at') or data.get('started_at')})")
+        data["error"] = stale_error(run_dir, data)
         data["ended_at"] = data.get("heartbeat_at")
         atomic_write_json(Path(run_dir) / RUN_FILE, data)
     return data
+
+
+def rank_errors(run_dir: Path) -> list[tuple[int, str]]:
+    """(rank, traceback) of every error.rank<N>.txt in RUN_DIR, first written first."""
+    found = []
+    for path in Path(run_dir).glob(RANK_ERROR_FILE.format(rank="*")):
+        try:
+            found.append((path.stat().st_mtime, int(path.name.split(".")[1].removeprefix("rank")),
+                          path.read_text(errors="replace")))
+        except (OSError, ValueError):
+            continue
+    return [(r, text) for _, r, text in sorted(found)]
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _is_interruption(tb: str) -> bool:
+    """Whether traceback TB ends in a signal (Interrupted, Ctrl-C) rather than an error of the run."""
+    name = _last_line(tb).split(":", 1)[0].rsplit(".", 1)[-1]
+    return name in (Interrupted.__name__, KeyboardInterrupt.__name__)
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -209,12 +249,16 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 def _attempt_summary(prev: dict[str, Any]) -> dict[str, Any]:
-    """One earlier attempt of a run dir, from its run.json: when it ran, how it ended, how long."""
+    """One earlier attempt of a run dir, from its run.json: when it ran, how it ended, how long.  A killed
+    attempt lasted until its last heartbeat, at least; one killed before its first heartbeat lasted
+    an unknown time (None), not 0 s."""
     ended = prev.get("ended_at") or prev.get("heartbeat_at")
     duration = prev.get("duration_s")
+    if duration is None:
+        beat = _seconds_between(prev.get("started_at"), prev.get("heartbeat_at"))
+        duration = None if beat is None or beat < HEARTBEAT_S / 2 else _seconds_between(prev.get("started_at"), ended)
     return {"attempt": prev.get("attempt", 1), "status": prev.get("status"), "started_at": prev.get("started_at"),
-            "ended_at": ended,
-            "duration_s": duration if duration is not None else _seconds_between(prev.get("started_at"), ended)}
+            "ended_at": ended, "duration_s": duration}
 
 
 class RunRecord:
@@ -227,6 +271,7 @@ class RunRecord:
         self._lock = threading.RLock()  # the heartbeat thread writes too
         self._beating = threading.Event()
         self.main = ranks.is_main()  # only rank 0 writes the run's files
+        self._ended: dict[int, str] = {}  # rank -> how its process ended (ranks.watch_exits)
 
     @property
     def path(self) -> Path:
@@ -240,6 +285,7 @@ class RunRecord:
     def start(cls, run_dir: Path, cfg: DictConfig, hydra: dict[str, Any] | None = None) -> RunRecord:
         prev = cls.previous(run_dir) or {}
         hydra = hydra or {}
+        started = _now()
         data: dict[str, Any] = {
             "status": "running",
             "config_hash": config_hash(cfg),
@@ -260,8 +306,8 @@ class RunRecord:
             "hardware": hardware(),
             "pid": os.getpid(),
             "host": platform.node(),
-            "started_at": _now(),
-            "heartbeat_at": _now(),
+            "started_at": started,
+            "heartbeat_at": started,  # the same stamp until the first beat
             "ended_at": None,
             "duration_s": None,
             "attempt": int(prev.get("attempt", 0)) + 1,
@@ -275,6 +321,8 @@ class RunRecord:
             data["processes"] = [p for share in ranks.gather([{"rank": ranks.rank(), "pid": os.getpid(),
                                                                "host": platform.node()}]) for p in share]
         record = cls(Path(run_dir), data)
+        if record.main and ranks.world_size() > 1:
+            record._ended = ranks.watch_exits(record._peers(same_host=True))
         if record.main:
             for old in (ERROR_FILE, *(p.name for p in record.dir.glob(RANK_ERROR_FILE.format(rank="*")))):
                 (record.dir / old).unlink(missing_ok=True)
@@ -339,8 +387,10 @@ class RunRecord:
             self.data["status"] = status
             self.data["ended_at"] = _now()
             self.data["duration_s"] = round(time.perf_counter() - self._t0, 3)
-            earlier = sum(a.get("duration_s") or 0.0 for a in self.data.get("attempts", []))
-            self.data["total_duration_s"] = round(earlier + self.data["duration_s"], 3)
+            earlier = [a.get("duration_s") for a in self.data.get("attempts", [])]
+            # Unknown when an earlier attempt's is (killed before its first heartbeat).
+            self.data["total_duration_s"] = (None if None in earlier
+                                             else round(sum(earlier) + self.data["duration_s"], 3))
             try:
                 self.data["hardware"] = hardware()
             except OSError:
@@ -355,9 +405,11 @@ class RunRecord:
 
     def fail(self, exc: BaseException) -> None:
         """Status first (failed, or interrupted for a signal / Ctrl-C), then error.txt.  A rank other
-        than 0 writes its traceback to error.rank<N>.txt only; rank 0 takes the first such error as the
-        run's (the launcher stops the other ranks when one fails: rank 0 then sees a signal or a broken
-        collective, not the cause)."""
+        than 0 writes its traceback to error.rank<N>.txt only.  Rank 0 decides for the run: the
+        launcher stops the other ranks when one ends, so rank 0 then sees a signal or a broken
+        collective, not the cause; the cause is the rank that died without a word (a signal it could
+        not catch), else the first rank's error that is not a signal; `interrupted` when every rank
+        stopped on a signal."""
         tb = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         if not self.main:
             try:
@@ -365,35 +417,58 @@ class RunRecord:
             except OSError as err:
                 print(f"[agentcoder] rank {ranks.rank()}: could not write its error ({err})", file=sys.stderr)
             return
-        status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+        signalled = isinstance(exc, Interrupted | KeyboardInterrupt)
+        # A signal or a broken collective says another rank ended first: give it time to write its error.
+        waits = signalled or any(c.__name__.startswith("Dist") for c in type(exc).__mro__)
+        errors, silent = self._other_ranks(wait_s=5.0 if waits else 0.0)
+        status = "interrupted" if signalled else "failed"
         error = f"{type(exc).__name__}: {exc}"
-        # A signal or a broken collective says another rank failed first: give it time to write its error.
-        waits = isinstance(exc, Interrupted | KeyboardInterrupt) or any(
-            c.__name__.startswith("Dist") for c in type(exc).__mro__)
-        others = self._rank_errors(wait_s=5.0 if waits else 0.0)
-        if others:
-            status, (rank, other_tb) = "failed", others[0]
-            error = f"rank {rank}: {other_tb.strip().splitlines()[-1]}"
-            tb = "".join(f"--- rank {r} ---\n{text}\n" for r, text in others) + f"--- rank 0 ---\n{tb}"
-        self.data["error"] = scrub(error.splitlines()[0][:500])
+        causes = [(r, text) for r, text in errors if not _is_interruption(text)]
+        if silent:
+            rank, pid, how = silent[0]
+            status, error = "failed", f"rank {rank} (pid {pid}) {how}, leaving no error"
+        elif causes:
+            rank, text = causes[0]
+            status, error = "failed", f"rank {rank}: {_last_line(text)}"
+        elif errors and waits:  # every other rank stopped on a signal; this one too, or its collective broke
+            status = "interrupted"
+            if not signalled:
+                error = f"rank {errors[0][0]}: {_last_line(errors[0][1])}"
+        if errors:
+            tb = "".join(f"--- rank {r} ---\n{text}\n" for r, text in errors) + f"--- rank 0 ---\n{tb}"
+        self.data["error"] = scrub(error.splitlines()[0][:500] if error.strip() else type(exc).__name__)
         self._finish(status)
         try:
             atomic_write_text(self.dir / ERROR_FILE, tb)
         except OSError as err:
             print(f"[agentcoder] {self.dir}: could not write {ERROR_FILE} ({err})", file=sys.stderr)
 
-    def _rank_errors(self, wait_s: float) -> list[tuple[int, str]]:
-        """(rank, traceback) of every other rank that failed, first failure first, waiting up to WAIT_S
-        for one to appear."""
+    def _peers(self, same_host: bool) -> dict[int, int]:
+        """rank -> pid of the other ranks (SAME_HOST: only those on this host, whose pid can be asked)."""
+        return {p["rank"]: p["pid"] for p in self.data.get("processes", [])
+                if p.get("rank") != ranks.rank() and (not same_host or p.get("host") == platform.node())}
+
+    def _other_ranks(self, wait_s: float) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
+        """(rank, traceback) of every other rank that wrote its error, first written first; (rank, pid,
+        how) of every rank on this host that ended without one.  Waits up to WAIT_S for every other rank
+        to have either written its error or ended."""
         if ranks.world_size() == 1:
-            return []
+            return [], []
+        local, everyone = self._peers(same_host=True), self._peers(same_host=False)
         deadline = time.monotonic() + wait_s
         while True:
-            found = sorted(self.dir.glob(RANK_ERROR_FILE.format(rank="*")), key=lambda p: p.stat().st_mtime)
-            if found or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        return [(int(p.name.split(".")[1].removeprefix("rank")), p.read_text(errors="replace")) for p in found]
+            try:
+                ended = {r for r in local if r in self._ended or not _pid_alive(local[r], self.data.get("started_at"))}
+                errors = rank_errors(self.dir)
+                if {r for r, _ in errors} | ended >= set(everyone) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            except (Interrupted, KeyboardInterrupt):  # the launcher stopping this rank too: keep looking
+                pass
+        written = {r for r, _ in errors}
+        silent = [(r, local[r], self._ended.get(r) or "ended (its exit status was not seen)")
+                  for r in sorted(ended - written)]
+        return errors, silent
 
     def __enter__(self) -> RunRecord:
         return self
