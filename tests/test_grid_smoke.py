@@ -110,6 +110,7 @@ def test_submitit_local_launcher_runs_two_grid_smoke_jobs(smoke_args, tmp_path):
     assert sorted(table["method"]) == ["baseline", "lora"]
 
 
+@pytest.mark.slow  # ~20 s of real training: kept out of the fast suite
 def test_parallel_lora_and_dpo_jobs_train_their_stage_once(smoke_args, tmp_path):
     """Under a parallel launcher (each job a process, started together) a dpo job and the lora job of
     its stage's settings: one trains the stage holding its lock, the other waits for it and reuses it."""

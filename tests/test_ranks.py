@@ -160,6 +160,7 @@ def test_a_rank_started_by_hand_without_a_rendezvous_says_what_to_set(tmp_path, 
     assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]] and proc.stderr.startswith(expected), proc.stderr
 
 
+@pytest.mark.slow  # ~20 s of real training: kept out of the fast suite
 def test_two_process_lora_trains_like_one_process_of_the_same_global_batch(tiny_model_dir, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -120,16 +120,18 @@ def test_a_failed_trial_is_told_failed_and_the_search_goes_on(tmp_path):
 def test_trials_run_two_at_a_time_through_the_local_launcher(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "search"
-    proc = launch(*SEARCH, "hydra/launcher=local", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
-                  f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    proc = launch(*SEARCH, "method.sleep_s=1", "hydra/launcher=local", "hydra.sweeper.n_jobs=2",
+                  "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _states(sweep) == ["COMPLETE"] * 4
-    records = [json.loads(p.read_text()) for p in sweep.glob("*/run.json")]
-    assert len({r["pid"] for r in records}) == 4  # a process per trial, not the sweeper's
-    assert proc.stdout.count("Launching 2 jobs locally") + proc.stdout.count("Launching 2 jobs") >= 1 or \
-        sum(1 for _ in sweep.glob(".submitit/*")) >= 2
+    trials = _study(sweep).get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    runs = {t.number: json.loads((sweep / t.user_attrs["run_dir"] / "run.json").read_text()) for t in trials}
+    assert len({r["pid"] for r in runs.values()}) == 4  # a process per trial, not the sweeper's
+    for a, b in ((0, 1), (2, 3)):  # each pair ran side by side: one started before the other ended
+        assert runs[b]["started_at"] < runs[a]["ended_at"] and runs[a]["started_at"] < runs[b]["ended_at"]
 
 
+@pytest.mark.slow  # ~20 s of real training: kept out of the fast suite
 def test_the_search_smoke_overlay_trains_and_reads_val_only(tmp_path, tiny_model_dir):
     """The tiny model through experiment=search_smoke: trained trials, objective on val, no test."""
     from tests.test_grid_smoke import SIZES, build_wheel, sha256_file
