@@ -198,7 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         written = write_whole(out, write_all)
     except OSError as err:
         _fail(f"--out {out}: cannot write the results ({err.strerror or err}); nothing was changed there")
-    console.print(f"wrote {out}/: {', '.join(written)} ({time.perf_counter() - t0:.1f} s, {len(runs)} run dirs)")
+    trials = sum(len(s.trials) for s in searches)
+    searched = f", {len(searches)} search{'es' if len(searches) != 1 else ''} of {trials} trials" if searches else ""
+    console.print(f"wrote {out}/: {', '.join(written)} ({time.perf_counter() - t0:.1f} s, {len(runs)} run dirs"
+                  f"{searched})")
 
 
 if __name__ == "__main__":

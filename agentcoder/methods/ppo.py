@@ -172,7 +172,7 @@ def make_policy(model: Any, tokenizer: Any, reference: str | None, *, on_gpu: bo
     from agentcoder.evaluation.generate import stop_ids
 
     disable_dropout_in_model(model)
-    if checkpointing and not getattr(model, "is_gradient_checkpointing", False):
+    if checkpointing and not getattr(model, "is_activation_checkpointing", False):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     hidden = model.config.get_text_config().hidden_size

@@ -286,6 +286,9 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
     if cfg.quant.load_in_8bit:
         # LLM.int8 casts activations to fp16 by design; bitsandbytes warns on every matmul.
         warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast", category=UserWarning)
+    # peft reads transformers' deprecated `is_gradient_checkpointing` each time it wraps a model
+    # (PeftModel.__init__): a warning no user can act on, once per adapter.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     tokenizer, tokenizer_source = _tokenizer_and_source(cfg)
     extra: dict[str, Any] = {}
     if m.init == "random":
