@@ -171,11 +171,26 @@ def test_a_search_that_cannot_run_is_refused_in_one_line(args, expected, tmp_pat
 
 
 @pytest.mark.parametrize("overlay", ["search_smoke", "search_lora", "search_dpo"])
-def test_search_overlays_pass_preflight(overlay):
+def test_search_overlays_and_their_confirm_command_pass_preflight(overlay):
+    """The overlay composes as a search, and the command the search prints for its best settings (the
+    basic sweeper, seeds) composes too."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
     from agentcoder.config import CONF_DIR
-    from agentcoder.preflight import check_overrides
+    from agentcoder.preflight import check_overrides, normalize_overrides, sweep_values
+    from hydra_plugins.agentcoder_sweeper.optuna_sweeper import confirm_overrides
+    from hydra_plugins.agentcoder_sweeper.space import parse_space
 
     assert check_overrides(CONF_DIR, [f"experiment={overlay}"], multirun=True) == []
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        params = OmegaConf.to_container(compose("config", [f"experiment={overlay}"], return_hydra_config=True)
+                                        .hydra.sweeper.params)
+    swept, fixed = parse_space(params, [f"experiment={overlay}"])
+    best = {key: sweep_values(o)[-1] for key, o in swept.items()}  # a value each, as the sampler would give
+    command = normalize_overrides(confirm_overrides(fixed, best))
+    assert "hydra/sweeper=basic" in command and command[-1] == "seed=1,2,3"
+    assert check_overrides(CONF_DIR, command, multirun=True) == []
 
 
 def test_the_plugin_is_found_outside_the_checkout(tmp_path):

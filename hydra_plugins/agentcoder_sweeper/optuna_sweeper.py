@@ -46,7 +46,7 @@ class OptunaSweeperConf:
     n_jobs: int = 1  # trials launched together through hydra/launcher
     direction: str = "maximize"  # maximize | minimize (eval.objective's metrics are higher-is-better)
     sampler: str = "tpe"  # tpe | random
-    startup_trials: int = 10  # TPE samples at random until this many trials are done
+    startup_trials: int = 5  # TPE samples at random until this many trials are done (searches here are small)
     seed: int | None = None  # the sampler's seed; null: the run's `seed`
     study_name: str = "search"
     params: dict[str, str] | None = None  # the search space (see space.py); the command line adds to it
@@ -221,14 +221,19 @@ class OptunaSweeper(Sweeper):
         settings = [f"{k}={override_value(v)}" for k, v in best.params.items()]
         say(f"{len(complete)} completed, {failed} failed; best trial {best.number}: {best.value:.4f} "
             f"({self.direction}) with {' '.join(settings)}")
-        # The best settings on test: the same fixed overrides, the basic sweeper (no search), seeds.
-        keep = [f for f in fixed if not f.startswith(("seed=", "eval.split=", "eval.test_in_search="))]
-        command = ["python -m agentcoder.run -m", *keep, "hydra/sweeper=basic", "hydra.sweeper.params=null",
-                   *settings, f"seed={CONFIRM_SEEDS}"]
         say("run the best settings on test, with seeds:")
-        print("  " + " ".join(_quote(c) for c in command), flush=True)
+        print("  python -m agentcoder.run -m " + " ".join(_quote(c) for c in confirm_overrides(fixed, best.params)),
+              flush=True)
         sys.stdout.flush()
 
 
+def confirm_overrides(fixed: list[str], params: dict[str, Any]) -> list[str]:
+    """The overrides that run PARAMS on test with seeds: the search's fixed overrides, the basic sweeper
+    (no search; the params a search overlay set are dropped), a seed sweep."""
+    keep = [f for f in fixed if not f.startswith(("seed=", "eval.split=", "eval.test_in_search="))]
+    settings = [f"{k}={override_value(v)}" for k, v in params.items() if k != "seed"]
+    return [*keep, "hydra/sweeper=basic", "hydra.sweeper.params=null", *settings, f"seed={CONFIRM_SEEDS}"]
+
+
 def _quote(arg: str) -> str:
-    return f"'{arg}'" if any(c in arg for c in " ()'\"$*?[]") and not arg.startswith("python ") else arg
+    return f"'{arg}'" if any(c in arg for c in " ()'\"$*?[]") else arg
