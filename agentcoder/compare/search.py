@@ -164,6 +164,7 @@ def display_frame(search: Search) -> pd.DataFrame:
         df[p] = df[p].map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
     df["objective"] = df["objective"].map(lambda v: "-" if v is None or pd.isna(v) else f"{v:.4f}")
     df["duration_s"] = df["duration_s"].map(lambda v: "-" if v is None or pd.isna(v) else f"{v:.0f}")
+    df["n"] = df["n"].map(lambda v: "-" if v is None or pd.isna(v) else str(int(v)))
     return df.drop(columns=["split", "metric"]).fillna("-")
 
 
