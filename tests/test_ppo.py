@@ -235,6 +235,24 @@ class Killed(RuntimeError):
     pass
 
 
+def kill_after_iteration_2(monkeypatch: pytest.MonkeyPatch, cfg: object, run: object) -> None:
+    """Run PPO into RUN until the checkpoint of iteration 2 is written, then die as a kill would."""
+    from agentcoder.methods import ppo
+    from tests.test_grpo import run_method
+
+    save = ppo.save_checkpoint
+
+    def save_then_die(folder, policy, optimizer, scheduler, loop, *args):
+        save(folder, policy, optimizer, scheduler, loop, *args)
+        if loop.iteration == 2:
+            raise Killed("killed after the checkpoint of iteration 2")
+
+    monkeypatch.setattr(ppo, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run_method("ppo", cfg, run)
+    monkeypatch.setattr(ppo, "save_checkpoint", save)
+
+
 def test_a_killed_ppo_run_resumes_from_its_checkpoint_and_says_so(tiny_model_dir, bfcl_cache, tmp_path,  # noqa: F811
                                                                  monkeypatch):
     from agentcoder.methods import ppo
@@ -246,17 +264,8 @@ def test_a_killed_ppo_run_resumes_from_its_checkpoint_and_says_so(tiny_model_dir
         "method.train.batch_size=2", "method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=8",
         "method.ppo.ppo_epochs=1", "method.train.eval_steps=2", "method.train.report_to=[]",
     )
-    save = ppo.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        save(*args, **kwargs)
-        raise Killed("killed after the checkpoint of iteration 2")
-
     run = tmp_path / "run"
-    monkeypatch.setattr(ppo, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        run_method("ppo", cfg, run)
-    monkeypatch.setattr(ppo, "save_checkpoint", save)
+    kill_after_iteration_2(monkeypatch, cfg, run)
     assert checkpoints.steps(run / "checkpoints") == [2]
 
     resumed, data = run_method("ppo", cfg, run)
@@ -281,7 +290,6 @@ def test_a_damaged_checkpoint_is_passed_over_and_resume_false_starts_over(tiny_m
     naming the damaged file; resume=false into the completed run then trains it afresh."""
     from omegaconf import OmegaConf
 
-    from agentcoder.methods import ppo
     from agentcoder.training import checkpoints
     from tests.test_grpo import rl_cfg, run_method
 
@@ -290,18 +298,8 @@ def test_a_damaged_checkpoint_is_passed_over_and_resume_false_starts_over(tiny_m
         "method.train.batch_size=2", "method.ppo.rollout_batch_size=4", "method.ppo.max_new_tokens=8",
         "method.ppo.ppo_epochs=1", "method.train.save_steps=1", "method.train.eval_steps=3",
     )
-    save = ppo.save_checkpoint
-
-    def save_then_die(folder, policy, optimizer, scheduler, loop, *args):
-        save(folder, policy, optimizer, scheduler, loop, *args)
-        if loop.iteration == 2:
-            raise Killed("killed after the checkpoint of iteration 2")
-
     run = tmp_path / "run"
-    monkeypatch.setattr(ppo, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        run_method("ppo", cfg, run)
-    monkeypatch.setattr(ppo, "save_checkpoint", save)
+    kill_after_iteration_2(monkeypatch, cfg, run)
     weights = run / "checkpoints" / "iter-2" / "policy" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     capsys.readouterr()
