@@ -32,6 +32,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m agentcoder.run $(ARGS)
 
+# The fast suite runs a test file per core (pytest-xdist; tests/conftest.py gives each worker one
+# thread): most of its time is processes starting and importing, which one core spends alone.
+# XDIST= runs it in one process.
+XDIST ?= -n auto --dist loadfile
+
 # Fast suite + the one end-to-end smoke of the embedded default (real wheels, real SmolLM2).
 # Bytecode is written as modules are first imported, into .venv and the checkout only: where the
 # machine sets PYTHONDONTWRITEBYTECODE, every process the tests start would compile torch and
@@ -39,7 +44,7 @@ run: $(STAMP)
 test: export PYTHONDONTWRITEBYTECODE =
 test: $(STAMP)
 	$(BIN)/ruff check agentcoder hydra_plugins tests scripts
-	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(XDIST) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q -m "smoke" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 test-slow: $(STAMP)

@@ -15,6 +15,7 @@ RUN_FILE = "run.json"  # the record: status, config, provenance (tracking/record
 METRICS_FILE = "metrics.json"  # the result (tracking/result.py)
 PREDICTIONS_FILE = "predictions.jsonl"  # one judged test example per line (evaluation/evaluator.py)
 TRAIN_LOG_FILE = "train_log.jsonl"  # one trainer log event per line (tracking/trainlog.py)
+BEST_FILE = "best.json"  # the kept checkpoint's step and val figures (training/selection.py)
 STUDY_FILE = "study.journal"  # a search's optuna journal, in its sweep dir (hydra_plugins/agentcoder_sweeper)
 
 # mkstemp creates 0600 files; run files are for every reader of the results, like any new file.

@@ -30,26 +30,5 @@ done
 # The small files of every run (no adapters, no checkpoints) into the results folder, one dir per
 # run named by method, init, fraction and seed; then the report from those committed files.
 OUT=${OUT:-docs/results/cpu_study}
-"$PY" - "$SWEEP" "$OUT/runs" <<'PY'
-import json, shutil, sys
-from pathlib import Path
-
-sweep, dest = Path(sys.argv[1]), Path(sys.argv[2])
-for rec in sorted(sweep.glob("*/run.json")):
-    run = json.loads(rec.read_text())
-    if run.get("status") != "completed":
-        print(f"[study] left out {rec.parent}: {run.get('status')}")
-        continue
-    cfg = run["config"]
-    method, init = cfg["method"]["name"], cfg["method"].get("init")
-    name = method + ("-from-base" if init == "base" else "")
-    if method != "baseline":
-        name += f"-f{cfg['data_fraction']}"
-    target = dest / f"{name}-seed{cfg['seed']}"
-    target.mkdir(parents=True, exist_ok=True)
-    for f in ("run.json", "metrics.json", "predictions.jsonl", "train_log.jsonl"):
-        if (rec.parent / f).is_file():
-            shutil.copy2(rec.parent / f, target / f)
-    print(f"[study] {rec.parent} -> {target}")
-PY
+"$PY" scripts/collect_runs.py "$SWEEP" "$OUT/runs"
 "$PY" -m agentcoder.compare "$OUT/runs" --report --out "$OUT"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
+# Under pytest-xdist (`make test`: a worker per core) each worker and the runs it starts compute on
+# one thread: two workers of two threads each on two cores spin against each other (torch ran up
+# to 9x slower). Set before torch is first imported, here or in a child process.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+import pytest  # noqa: E402
 
 # `from tests.helpers import compose_cfg` must work under a bare `pytest` too, not only `python -m pytest`.
 _ROOT = str(Path(__file__).resolve().parents[1])

@@ -503,11 +503,11 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     from agentcoder.data.rows import rl_dataset
     from agentcoder.evaluation.evaluator import peak_memory_bytes, select_examples
     from agentcoder.evaluation.reward import make_reward
-    from agentcoder.files import TRAIN_LOG_FILE, read_json
+    from agentcoder.files import BEST_FILE, TRAIN_LOG_FILE, read_json
     from agentcoder.methods.lora import fit_adapter
     from agentcoder.methods.stages import start_details, start_policy
     from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, REWARD_CURVE_FILE, plot_loss_curve, plot_reward_curve
-    from agentcoder.training.selection import ADAPTER_DIR, BEST_FILE, ValSelection
+    from agentcoder.training.selection import ADAPTER_DIR, ValSelection
     from agentcoder.training.session import CHECKPOINT_DIR, LoopLoggers, TrainFigures, finish, train_splits
     from agentcoder.training.setup import prompt_budget, trainer_args
 

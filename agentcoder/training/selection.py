@@ -17,12 +17,11 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 
 from agentcoder import ranks
-from agentcoder.files import read_json
+from agentcoder.files import BEST_FILE, read_json
 from agentcoder.tracking.records import atomic_write_json
 from agentcoder.tracking.result import val_objective
 
 ADAPTER_DIR = "adapter"
-BEST_FILE = "best.json"
 
 
 class ValSelection(TrainerCallback):

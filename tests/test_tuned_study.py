@@ -1,0 +1,50 @@
+"""The tuned study (docs/results/tuned_study/): its overlay runs the settings its committed search
+found on val, and its runs are collected under the names the comparator's reader expects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from agentcoder.compare.search import load_searches
+from agentcoder.preflight import compose_config
+from scripts.collect_runs import collect_runs, run_name
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "docs" / "results" / "tuned_study"
+
+
+def test_the_overlay_runs_the_best_settings_of_the_committed_search():
+    (search,) = load_searches([STUDY / "search"])
+    assert search.best is not None and set(search.best["params"]) == set(search.params)
+    # Found on val, never test: every trial's objective is its val split.
+    trials = [json.loads(p.read_text()) for p in (STUDY / "search").glob("*/run.json")]
+    assert trials and all(t["objective"]["split"] == "val" for t in trials if t.get("objective"))
+    for method in ("lora", "dpo", "grpo", "ppo"):
+        cfg = compose_config(["experiment=tuned_study", f"method={method}"])
+        for key, value in search.best["params"].items():
+            assert OmegaConf.select(cfg, key) == value, (method, key)
+        assert cfg.data_fraction == 1.0
+
+
+def test_runs_are_collected_by_method_init_fraction_and_seed(tmp_path):
+    # The CPU study's committed runs carry the names the collector gives them.
+    runs = sorted((ROOT / "docs" / "results" / "cpu_study" / "runs").glob("*/run.json"))
+    assert runs and all(run_name(json.loads(p.read_text())) == p.parent.name for p in runs)
+    record = json.loads(runs[0].read_text())
+    record["config"]["method"].update(name="lora", init="sft")
+    record["config"].update(data_fraction=1.0, seed=2)
+    assert run_name(record) == "lora-continued-f1.0-seed2"
+    # Only completed runs, and only their small files.
+    sweep = tmp_path / "sweep"
+    for i, (status, extra) in enumerate((("completed", "adapter/x.bin"), ("failed", None))):
+        (sweep / str(i)).mkdir(parents=True)
+        (sweep / str(i) / "run.json").write_text(json.dumps({**record, "status": status}))
+        if extra:
+            (sweep / str(i) / extra).parent.mkdir()
+            (sweep / str(i) / extra).write_text("weights")
+    collect_runs(sweep, tmp_path / "runs")
+    (kept,) = (tmp_path / "runs").iterdir()
+    assert kept.name == "lora-continued-f1.0-seed2" and [p.name for p in kept.iterdir()] == ["run.json"]
