@@ -49,7 +49,9 @@ if part stage; then
 fi
 if part arms; then
   for seed in $ARM_SEEDS; do
-    run method=lora method.init=sft "method.train.max_steps=$ARM_LORA" "${VAL[@]}" "seed=$seed"
+    # More of the same SFT: the stage's learning rate, on from its adapter.
+    run method=lora method.init=sft "method.train.max_steps=$ARM_LORA" 'method.train.lr=${sft_train.lr}' \
+      "${VAL[@]}" "seed=$seed"
     run method=dpo "method.train.max_steps=$ARM_DPO" "${VAL[@]}" "seed=$seed"
     run method=grpo "method.train.max_steps=$ARM_GRPO" "${VAL[@]}" "seed=$seed"
     run method=ppo "method.train.max_steps=$ARM_PPO" method.ppo.ppo_epochs=2 "${VAL[@]}" "seed=$seed"

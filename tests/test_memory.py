@@ -102,16 +102,19 @@ def test_a_gpu_phase_resets_the_gpu_peak(monkeypatch, device):
     assert calls == ["empty_cache", f"reset {device}"] and peak_memory_bytes(device) == 123
 
 
-def test_packed_rows_come_in_a_few_widths():
-    """CPU bf16 matmuls cache kernels per input shape: a new row width every step grew a run's memory with
-    its steps.  Rows are padded to a multiple of ROW_MULTIPLE tokens instead."""
+def test_packed_rows_come_in_one_width_on_cpu_and_a_few_on_gpu():
+    """CPU bf16 matmuls cache kernels per input shape, and glibc's heap fragments under changing
+    shapes: a new row width every step grew a run's memory with its steps, and a few widths still
+    did.  On CPU packed rows are padded to max_length (one shape); on GPU to a multiple of ROW_MULTIPLE."""
     from types import SimpleNamespace
 
     from agentcoder.training.packing import use_packed_rows
     from agentcoder.training.setup import ROW_MULTIPLE
 
-    trainer = SimpleNamespace(data_collator=None)
-    use_packed_rows(trainer, SimpleNamespace(pad_token_id=0))
-    rows = ([{"input_ids": [1] * n, "labels": [1] * n, "seq_lengths": [n]}] for n in range(1, 4 * ROW_MULTIPLE + 1, 5))
-    widths = {trainer.data_collator(row)["input_ids"].shape[1] for row in rows}
-    assert widths == {ROW_MULTIPLE * k for k in (1, 2, 3, 4)}
+    max_length = 4 * ROW_MULTIPLE
+    for on_gpu, expected in ((False, {max_length}), (True, {ROW_MULTIPLE * k for k in (1, 2, 3, 4)})):
+        trainer = SimpleNamespace(data_collator=None, args=SimpleNamespace(max_length=max_length))
+        use_packed_rows(trainer, SimpleNamespace(pad_token_id=0), on_gpu=on_gpu)
+        rows = ([{"input_ids": [1] * n, "labels": [1] * n, "seq_lengths": [n]}] for n in range(1, max_length + 1, 5))
+        widths = {trainer.data_collator(row)["input_ids"].shape[1] for row in rows}
+        assert widths == expected, on_gpu

@@ -84,7 +84,7 @@ def sft_trainer(base: Base, args: Any, train_ds: Any, peft_config: Any, callback
         peft_config=peft_config, callbacks=callbacks,
     )
     if base.layout == "rows":
-        use_packed_rows(trainer, base.tokenizer)
+        use_packed_rows(trainer, base.tokenizer, on_gpu=base.on_gpu)
     return trainer
 
 

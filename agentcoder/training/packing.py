@@ -39,14 +39,15 @@ class PackedRowsCollator(DataCollatorForLanguageModeling):
         return batch
 
 
-def use_packed_rows(trainer: Any, tokenizer: Any) -> None:
-    """Swap a packing trainer's flattening collator for PackedRowsCollator (rows padded to a multiple of
-    setup.ROW_MULTIPLE tokens).
+def use_packed_rows(trainer: Any, tokenizer: Any, *, on_gpu: bool) -> None:
+    """Swap a packing trainer's flattening collator for PackedRowsCollator: rows padded to
+    setup.packed_row_multiple tokens (the full max_length on CPU).
 
     TRL packs (and tokenizes) the dataset either way; it only refuses a custom collator alongside
     packing, so the collator is replaced once the trainer is built.
     """
-    from agentcoder.training.setup import ROW_MULTIPLE
+    from agentcoder.training.setup import packed_row_multiple
 
-    trainer.data_collator = PackedRowsCollator(pad_token_id=tokenizer.pad_token_id, return_position_ids=True,
-                                               pad_to_multiple_of=ROW_MULTIPLE)
+    trainer.data_collator = PackedRowsCollator(
+        pad_token_id=tokenizer.pad_token_id, return_position_ids=True,
+        pad_to_multiple_of=packed_row_multiple(int(trainer.args.max_length), on_gpu=on_gpu))
