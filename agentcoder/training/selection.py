@@ -47,9 +47,13 @@ class ValSelection(TrainerCallback):
         """Val exact match of MODEL at STEP; on improvement the adapter and best.json are saved.
         Returns the figures to log (the trainer callback logs them; PPO's loop writes its own log)."""
         from agentcoder.evaluation.evaluator import evaluate_as_run
+        from agentcoder.models.memory import release_memory
 
         t0 = time.perf_counter()
         result = evaluate_as_run(self.cfg, model, self.tokenizer, self.examples, progress=False, desc=f"val@{step}")
+        # Generation's buffers (a new shape every token) leave the heap in holes that training's fixed
+        # shapes do not fill: handed back, they do not stay resident for the rest of the run.
+        release_memory()
         seconds = time.perf_counter() - t0
         self.eval_time_s += seconds
         em = float(result.metrics["overall"]["exact_match"])
