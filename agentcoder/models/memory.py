@@ -27,10 +27,11 @@ def release_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    _malloc_trim()
+    trim_heap()
 
 
-def _malloc_trim() -> None:
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere)."""
     # glibc holds freed heap memory (in every thread's arena) until trimmed; other libcs lack the call.
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
