@@ -16,11 +16,10 @@ glibc's view of its heap (mallinfo2: bytes in use and bytes held free).  A peak 
 bytes in use stay flat is the allocator holding freed memory (fragmentation); bytes in use that grow are
 something kept (a leak, or a cache).  The last line printed has the run's training peak.
 
-Found with a 2-layer bf16 proxy (model.init=random model.architecture.num_hidden_layers=2
-model.dtype=bfloat16 method.train.max_length=256 method.train.batch_size=2): with a new row width every
-step the heap in use grew ~5 MB a step (254 -> 462 MB over 39 steps), with rows padded to a multiple of
-64 tokens (training/setup.py ROW_MULTIPLE) it levelled off (251 -> 288 MB, 322 MB from step 60 to 80);
-in fp32 it stayed flat.
+What it found (docs/benchmarks.md, 2026-12-07): with free row widths the bytes in use grew ~2 MB a step
+and the heap held ever more freed memory (7.4 GB free, 1.3 GB in use at step 400); rows in a few
+widths or in one did not stop the heap from growing.  What bounds it best so far: the trainer hands the
+heap's free pages back every 10 steps (training/session.HeapTrim) and after each val check.
 """
 
 from __future__ import annotations

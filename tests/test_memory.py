@@ -103,9 +103,8 @@ def test_a_gpu_phase_resets_the_gpu_peak(monkeypatch, device):
 
 
 def test_packed_rows_come_in_one_width_on_cpu_and_a_few_on_gpu():
-    """CPU bf16 matmuls cache kernels per input shape, and glibc's heap fragments under changing
-    shapes: a new row width every step grew a run's memory with its steps, and a few widths still
-    did.  On CPU packed rows are padded to max_length (one shape); on GPU to a multiple of ROW_MULTIPLE."""
+    """CPU bf16 matmuls cache kernels per input shape: on CPU packed rows are padded to max_length
+    (one shape for the run), on GPU to a multiple of ROW_MULTIPLE (a few widths)."""
     from types import SimpleNamespace
 
     from agentcoder.training.packing import use_packed_rows
@@ -118,3 +117,41 @@ def test_packed_rows_come_in_one_width_on_cpu_and_a_few_on_gpu():
         rows = ([{"input_ids": [1] * n, "labels": [1] * n, "seq_lengths": [n]}] for n in range(1, max_length + 1, 5))
         widths = {trainer.data_collator(row)["input_ids"].shape[1] for row in rows}
         assert widths == expected, on_gpu
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_training_hands_a_fragmented_heaps_free_pages_back_every_few_steps():
+    """Freed blocks pinned below a block still in use stay resident (glibc trims only the heap's
+    top): the heap of a long run grew with its steps.  The trainer's HeapTrim callback hands their
+    pages back every HEAP_TRIM_STEPS steps."""
+    import ctypes
+    from types import SimpleNamespace
+
+    from agentcoder.training.session import HEAP_TRIM_STEPS, callbacks
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 64 * 1024  # under glibc's mmap threshold: from the heap
+    blocks = [libc.malloc(size) for _ in range(6000)]  # ~375 MiB
+    for b in blocks:
+        ctypes.memset(b, 1, size)  # resident
+    for i, b in enumerate(blocks):
+        if i % 50:
+            libc.free(b)  # every 50th stays: the freed ones are holes, not the heap's top
+    selection = SimpleNamespace()
+    cfg = SimpleNamespace(method=SimpleNamespace(train=SimpleNamespace(report_to=[])))
+    (trim,) = [c for c in callbacks(cfg, Path("/nonexistent"), selection) if type(c).__name__ == "HeapTrim"]
+    held = _rss_bytes()
+    trim.on_step_end(None, SimpleNamespace(global_step=HEAP_TRIM_STEPS - 1), None)
+    assert _rss_bytes() > held - 100 * 2**20  # not every step
+    trim.on_step_end(None, SimpleNamespace(global_step=HEAP_TRIM_STEPS), None)
+    assert _rss_bytes() < held - 250 * 2**20
+    for b in blocks[::50]:
+        libc.free(b)

@@ -23,11 +23,10 @@ ROW_MULTIPLE = 64
 
 
 def packed_row_multiple(max_length: int, *, on_gpu: bool) -> int:
-    """The width packed SFT rows are padded to a multiple of.  On CPU the full MAX_LENGTH, one row
-    shape for the whole run: with a few widths (ROW_MULTIPLE) glibc's heap still fragmented, held
-    memory grew with the steps (a 400-step SmolLM2 run: 5.7 GB peak at step 100, more at 400,
-    with the bytes in use flat), and BFD-packed rows are ~94% full, so the padding costs little.
-    On GPU the caching allocator reuses blocks across shapes."""
+    """The width packed SFT rows are padded to a multiple of.  On CPU the full MAX_LENGTH: one row
+    shape for the whole run, so oneDNN reuses one set of kernels (the first 100 steps of a SmolLM2
+    run took 484 s against 547 s with ROW_MULTIPLE, one run each, docs/benchmarks.md), and BFD-packed
+    rows are ~94% full, so the padding is small.  On GPU a multiple of ROW_MULTIPLE."""
     return ROW_MULTIPLE if on_gpu else max(int(max_length), 1)
 
 
