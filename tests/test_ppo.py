@@ -117,7 +117,13 @@ def test_ppo_run_from_base_writes_the_run_files(tiny_model_dir, bfcl_cache, tmp_
     monkeypatch.setitem(integration_utils.INTEGRATION_TO_CALLBACK, "wandb", StandInTracker)
     monkeypatch.setattr(StandInTracker, "events", [])
     OmegaConf.update(cfg, "method.train.report_to", ["tensorboard", "wandb"])
+    from agentcoder.models import memory
+
+    trims = []
+    monkeypatch.setattr(memory, "trim_heap", lambda: trims.append("trim"))
+    monkeypatch.setattr(memory, "release_memory", lambda: None)  # the val checks' own trim, not counted
     metrics, data = run_method("ppo", cfg, tmp_path)
+    assert trims == ["trim", "trim"]  # the heap's free pages go back after each of the two iterations
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     board = EventAccumulator(str(tmp_path / "tensorboard")).Reload()

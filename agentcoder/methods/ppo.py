@@ -506,6 +506,7 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
     from agentcoder.files import BEST_FILE, TRAIN_LOG_FILE, read_json
     from agentcoder.methods.lora import fit_adapter
     from agentcoder.methods.stages import start_details, start_policy
+    from agentcoder.models.memory import trim_heap
     from agentcoder.tracking.trainlog import LOSS_CURVE_FILE, REWARD_CURVE_FILE, plot_loss_curve, plot_reward_curve
     from agentcoder.training.selection import ADAPTER_DIR, ValSelection
     from agentcoder.training.session import CHECKPOINT_DIR, LoopLoggers, TrainFigures, finish, train_splits
@@ -577,6 +578,9 @@ def run(cfg: DictConfig, record: RunRecord) -> MethodResult:
         loggers.log(it, figures)
         if selection.examples and (it % schedule["eval_steps"] == 0 or it == iterations):
             loggers.log(it, selection.check(policy.model, it))
+        # An iteration generates rollouts and then trains on them: like a val check, generation leaves
+        # glibc's heap fragmented, so its free pages go back each iteration (HeapTrim in TRL's trainers).
+        trim_heap()
 
     def save(state: LoopState) -> None:
         if state.iteration % save_steps == 0 and state.iteration < iterations:
