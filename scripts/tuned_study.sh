@@ -43,8 +43,10 @@ if part search; then
 fi
 if part stage; then
   # Baseline trains nothing, so it takes the CPU study's overlay (the same data, eval and test examples;
-  # tuned_study sets LoRA settings that baseline has no key for).
-  "$PY" -m agentcoder.run -m experiment=cpu_study method=baseline "hydra.sweep.dir=$ROOT/study" || echo "[study] failed: baseline"
+  # tuned_study sets LoRA settings that baseline has no key for), with the study's generation budget.
+  tokens=$("$PY" -c "from omegaconf import OmegaConf as O; print(O.load('conf/experiment/tuned_study.yaml').eval.max_new_tokens)")
+  "$PY" -m agentcoder.run -m experiment=cpu_study method=baseline "eval.max_new_tokens=$tokens" \
+    "hydra.sweep.dir=$ROOT/study" || echo "[study] failed: baseline"
   for seed in $STAGE_SEEDS; do run method=lora "seed=$seed"; done
 fi
 if part arms; then
