@@ -9,7 +9,7 @@
 #    conf/experiment/tuned_study.yaml holds its best settings (a test checks they are the committed best).
 # 2. stage: those settings at fraction 1.0 with seeds 1-3: the tuned LoRA, and the SFT stage of the arms.
 # 3. arms: from each of seeds 1-2's stage, dpo, grpo, ppo and more of the same SFT (method=lora
-#    method.init=sft), each for a step count sized to the same training time (ARM_* below; the
+#    method.init=sft), each sized to the same training time (ARM_* below; the
 #    comparator's "At equal compute" section sets them side by side with their times).
 # 4. base: grpo from the base model for the stage's time plus an arm's (the ToolRL question).
 # 5. collect: the small files of every run into docs/results/tuned_study/runs, then the report.
@@ -21,12 +21,14 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-docs/results/tuned_study}
 STAGE_SEEDS=${STAGE_SEEDS:-1 2 3}
 ARM_SEEDS=${ARM_SEEDS:-1 2}
-# Steps per arm for one training budget (about 10 min of training on the study's CPU; the measured
-# train_time_s of each arm are in run.json and in the report).
+# Each arm's size for one training budget (about 10 min on the study's CPU, its val checks included;
+# the measured times are in run.json and in the report): steps for lora, grpo and ppo (iterations);
+# for dpo the train prompts it samples its pairs from (4 samples each, one epoch over the pairs), since
+# sampling them is most of its time and the comparator counts it.
 ARM_LORA=${ARM_LORA:-100}
-ARM_DPO=${ARM_DPO:-60}
-ARM_GRPO=${ARM_GRPO:-20}
-ARM_PPO=${ARM_PPO:-4}
+ARM_DPO_PROMPTS=${ARM_DPO_PROMPTS:-40}
+ARM_GRPO=${ARM_GRPO:-12}
+ARM_PPO=${ARM_PPO:-3}
 BASE_GRPO=${BASE_GRPO:-70}  # the stage's time plus an arm's, at grpo-from-base's seconds per step
 
 # One sweep dir for every job (a job whose completed run is there already is skipped).
@@ -54,7 +56,7 @@ if part arms; then
     # More of the same SFT: the stage's learning rate, on from its adapter.
     run method=lora method.init=sft "method.train.max_steps=$ARM_LORA" 'method.train.lr=${sft_train.lr}' \
       "${VAL[@]}" "seed=$seed"
-    run method=dpo "method.train.max_steps=$ARM_DPO" "${VAL[@]}" "seed=$seed"
+    run method=dpo "method.dpo.max_prompts=$ARM_DPO_PROMPTS" method.train.epochs=1 "${VAL[@]}" "seed=$seed"
     run method=grpo "method.train.max_steps=$ARM_GRPO" "${VAL[@]}" "seed=$seed"
     run method=ppo "method.train.max_steps=$ARM_PPO" method.ppo.ppo_epochs=2 "${VAL[@]}" "seed=$seed"
   done

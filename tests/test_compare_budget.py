@@ -9,11 +9,15 @@ from agentcoder.compare.__main__ import main as compare
 from tests.compare_runs import example_ids, with_accuracy, write_run
 
 
-def _staged(run_dir: Path, *, init: str | None = None, stage_s: float | None = 300.0) -> None:
-    """Make a written run one that started from an SFT stage (and, with INIT, a lora arm)."""
+def _staged(run_dir: Path, *, init: str | None = None, stage_s: float | None = 300.0,
+            sampling_s: float | None = None) -> None:
+    """Make a written run one that started from an SFT stage (and, with INIT, a lora arm; with
+    SAMPLING_S, a dpo run that timed the sampling of its pairs)."""
     record = json.loads((run_dir / "run.json").read_text())
     if init:
         record["config"]["method"]["init"] = init
+    if sampling_s is not None:
+        record["pairs"] = {"n_pairs": 10, "sample_time_s": sampling_s}
     record["stage"] = {"key": "k", "sft_adapter": "a", "sft_run_dir": "s", "trained_here": False,
                        **({"train_time_s": stage_s} if stage_s is not None else {})}
     (run_dir / "run.json").write_text(json.dumps(record))
@@ -26,15 +30,17 @@ def test_each_arm_is_paired_with_the_continued_sft_arm_and_plotted_against_compu
         write_run(root / f"lora-{seed}", method="lora", seed=seed, correct=with_accuracy(60, 20), ids=ids)
         _staged(write_run(root / f"cont-{seed}", method="lora", seed=seed, correct=with_accuracy(60, 22), ids=ids,
                           config_hash=f"cont{seed}"), init="sft")
-        _staged(write_run(root / f"dpo-{seed}", method="dpo", seed=seed, correct=with_accuracy(60, 30), ids=ids))
+        _staged(write_run(root / f"dpo-{seed}", method="dpo", seed=seed, correct=with_accuracy(60, 30), ids=ids),
+                sampling_s=60.0)
     out = tmp_path / "cmp"
     compare([str(root), "--out", str(out), "--report", "--resamples", "300"])
     report = (out / "report.md").read_text()
     section = report.split("## At equal compute", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in section.splitlines() if line.startswith("| dpo"))
-    # continued SFT 22/60 in 100 s own + 300 s stage; dpo 30/60 in the same: +13.3 points
-    assert "| 36.7 (7) | 50.0 (7) | +13.3 [" in row, row
-    assert "dpo vs continued SFT at equal compute (7 vs 7 min)" in report
+    # continued SFT 22/60 in 100 s own + 300 s stage; dpo 30/60 in the same plus 60 s sampling its
+    # pairs (compute spent on its data): +13.3 points
+    assert "| 36.7 (7) | 50.0 (8) | +13.3 [" in row, row
+    assert "dpo vs continued SFT at equal compute (8 vs 7 min)" in report
     assert (out / "accuracy_vs_compute.png").is_file()
 
 
@@ -47,3 +53,17 @@ def test_a_stage_of_unknown_training_time_leaves_the_arm_off_the_compute_axis(tm
     compare([str(root), "--out", str(out), "--report", "--resamples", "200"])
     assert not (out / "accuracy_vs_compute.png").exists()  # no staged run with a known total
     assert "_not yet run: needs dpo/grpo/ppo and a continued-SFT arm" in (out / "report.md").read_text()
+
+
+def test_a_dpo_run_that_did_not_time_its_sampling_has_no_known_compute(tmp_path):
+    ids = example_ids(30)
+    root = tmp_path / "runs"
+    write_run(root / "lora", method="lora", correct=with_accuracy(30, 9), ids=ids)
+    _staged(write_run(root / "cont", method="lora", correct=with_accuracy(30, 10), ids=ids, config_hash="cont"),
+            init="sft")
+    _staged(write_run(root / "dpo", method="dpo", correct=with_accuracy(30, 12), ids=ids))  # no sample_time_s
+    out = tmp_path / "cmp"
+    compare([str(root), "--out", str(out), "--report", "--resamples", "200"])
+    section = (out / "report.md").read_text().split("## At equal compute", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| dpo"))
+    assert "| 33.3 (7) | 40.0 (?) |" in row, row  # said to be unknown, not counted as the train time alone

@@ -217,6 +217,7 @@ def test_dpo_reuses_the_matching_lora_run_only(tiny_model_dir, bfcl_cache, tmp_p
     assert counts == metrics["details"]["pairs"] and counts["n_pairs"] == len(pairs) > 0
     assert sum(counts["by_reason"].values()) == len(pairs)
     assert counts["n_prompts_sampled"] == data["data"]["sizes"]["train"]
+    assert counts["sample_time_s"] > 0  # compute spent on the pairs, counted at equal compute
     last = metrics["details"]["dpo"]["last"]
     assert last["step"] == 2 and last["loss"] > 0 and 0 <= last["rewards/accuracies"] <= 1
     assert (tmp_path / "dpo" / "dpo_curves.png").stat().st_size > 1000

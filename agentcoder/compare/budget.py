@@ -3,7 +3,9 @@
 the training time spent to get there (the stage's plus the arm's).
 
 A run's compute is its own `train_time_s` plus, for a run that started from an SFT stage, that
-stage's (`run.json["stage"]["train_time_s"]`); a configuration's is the mean over its seeds.
+stage's (`run.json["stage"]["train_time_s"]`), plus, for dpo, the time it spent sampling the policy for
+its pairs (`run.json["pairs"]["sample_time_s"]`: a dpo record without it has no known compute); a
+configuration's is the mean over its seeds.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ def run_compute_s(run: Run) -> float | None:
     own = run.row.get("train_time_s")
     if own is None or (isinstance(own, float) and math.isnan(own)):
         return 0.0 if run.row.get("method") in UNTRAINED else None
-    stage = (read_json(run.dir / RUN_FILE) or {}).get("stage")
+    record = read_json(run.dir / RUN_FILE) or {}
+    if run.row.get("method") == "dpo":
+        sampling = (record.get("pairs") or {}).get("sample_time_s")
+        if sampling is None:
+            return None  # a record from before sampling was timed: its compute is unknown, not less
+        own = float(own) + float(sampling)
+    stage = record.get("stage")
     if not stage:
         return float(own)
     # A record from before stages carried their time: the total is unknown, not the run's own.

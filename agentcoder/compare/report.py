@@ -151,7 +151,7 @@ def _equal_compute_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple
         same = match[match["example_set"] == arm["example_set"]]
         c_row = (same if len(same) else match).iloc[0]
         c = _compare(c_row, arm, by_dir)
-        minutes = f"{c_row['compute_s'] / 60:.0f}", f"{arm['compute_s'] / 60:.0f}"
+        minutes = tuple("?" if math.isnan(s) else f"{s / 60:.0f}" for s in (c_row["compute_s"], arm["compute_s"]))
         lines.append(f"| {arm['arm']} | {arm['model']} | {arm['quant']} | {fraction_label(arm['data_fraction'])} | "
                      f"{_pct(c['a'])} ({minutes[0]}) | {_pct(c['b'])} ({minutes[1]}) | {_diff_cell(c)} | "
                      f"{c['verdict']} |")
@@ -260,7 +260,7 @@ def write_report(
         "".join(q2_parts),
         "## At equal compute\n",
         "From the same SFT stage, each preference method against more of the same SFT (`method=lora "
-        "method.init=sft`); minutes are training time, the stage's included.\n",
+        "method.init=sft`); minutes are training time, the stage's included (and dpo's sampling of its pairs).\n",
         fig(COMPUTE_PNG, "accuracy vs compute"),
         (q5 or "_not yet run: needs dpo/grpo/ppo and a continued-SFT arm (method=lora method.init=sft) of the "
                "same model, quant and fraction_\n"),

@@ -27,6 +27,7 @@ sft_stage/ (when the SFT stage was trained here).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     from agentcoder.data import PromptFormat
     from agentcoder.data.rows import sft_rows
     from agentcoder.evaluation.evaluator import select_examples
-    from agentcoder.files import TRAIN_LOG_FILE
+    from agentcoder.files import RUN_FILE, TRAIN_LOG_FILE, read_json
     from agentcoder.methods.lora import fit_adapter
     from agentcoder.methods.stages import sft_adapter
     from agentcoder.models import load_tokenizer
@@ -127,8 +128,15 @@ def run(cfg: DictConfig, record: RunRecord, *, extra_callbacks: tuple = ()) -> M
     examples = [ex for ex in splits.train if limit is None or fmt.n_tokens(fmt.prompt(ex)) <= limit]
     n_fitting = len(examples)
     examples = select_examples(examples, d.max_prompts)
+    # Sampling is compute spent on the preference data: the comparator counts it beside train_time_s
+    # (at equal compute).  A resumed run reuses its samples, so the earlier attempt's time stands.
+    earlier = (read_json(run_dir / RUN_FILE) or {}).get("pairs", {}).get("sample_time_s")
+    reused = (run_dir / SAMPLES_FILE).is_file()
+    t0 = time.perf_counter()
     samples = load_or_sample(cfg, base.model, fmt, examples, run_dir / SAMPLES_FILE)
+    sample_time_s = earlier if reused else round(time.perf_counter() - t0, 3)
     pairs, counts = build_pairs(examples, samples, fmt, corrupted_pairs=d.corrupted_pairs, max_length=t.max_length)
+    counts["sample_time_s"] = sample_time_s
     counts["n_prompts_too_long"] = len(splits.train) - n_fitting
     counts["n_prompts_sampled"] = len(examples)
     atomic_write_text(run_dir / PAIRS_FILE, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
