@@ -26,7 +26,7 @@ ARM_SEEDS=${ARM_SEEDS:-1 2}
 # for dpo the train prompts it samples its pairs from (4 samples each, one epoch over the pairs), since
 # sampling them is most of its time and the comparator counts it.
 ARM_LORA=${ARM_LORA:-100}
-ARM_DPO_PROMPTS=${ARM_DPO_PROMPTS:-40}
+ARM_DPO_PROMPTS=${ARM_DPO_PROMPTS:-64}
 ARM_GRPO=${ARM_GRPO:-12}
 ARM_PPO=${ARM_PPO:-3}
 BASE_GRPO=${BASE_GRPO:-70}  # the stage's time plus an arm's, at grpo-from-base's seconds per step

@@ -360,3 +360,21 @@ def test_random_init_falls_back_to_embedded_tokenizer(monkeypatch):
     assert lm.info["tokenizer_source"] == "fallback:smollm2-135m"
     assert lm.info["vocab_resized"] == [32256, 49152]
     assert lm.tokenizer.eos_token == "<|im_end|>" and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_trls_checkpointing_toggle_around_generation_warns_nobody(tiny_model_dir):
+    """TRL's GRPO disables and re-enables checkpointing around every generation through transformers'
+    deprecated names; a run filters those warnings (models/loader.quiet_library_warnings)."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from agentcoder.models.loader import quiet_library_warnings
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_library_warnings()
+        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_disable()
+    assert not [w for w in seen if "is deprecated" in str(w.message)], [str(w.message) for w in seen]

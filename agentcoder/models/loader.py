@@ -265,6 +265,20 @@ def _load_adapter(model: Any, adapter: str) -> Any:
         raise ModelLoadError(_explain("adapter", target, err)) from None
 
 
+def quiet_library_warnings(*, int8: bool = False) -> None:
+    """Filter the libraries' warnings that no user can act on, each where it cannot be fixed at its cause."""
+    if int8:
+        # LLM.int8 casts activations to fp16 by design; bitsandbytes warns on every matmul.
+        warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast", category=UserWarning)
+    # peft reads transformers' deprecated `is_gradient_checkpointing` each time it wraps a model
+    # (PeftModel.__init__): a warning no user can act on, once per adapter.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # TRL's GRPO turns checkpointing off around each generation and on again, through transformers'
+    # deprecated names: two warnings a step on a checkpointed run.
+    warnings.filterwarnings("ignore", message=r"`gradient_checkpointing_(enable|disable)` is deprecated",
+                            category=FutureWarning)
+
+
 def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
     """Load cfg.model quantized per cfg.quant on DEVICE (None: cuda if available else cpu).
 
@@ -283,12 +297,7 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
     dtype_name, dtype_why = resolve_dtype(str(m.get("dtype", "auto")), device)
     dtype = getattr(torch, dtype_name)
     quant = _quantization_config(cfg.quant, device)
-    if cfg.quant.load_in_8bit:
-        # LLM.int8 casts activations to fp16 by design; bitsandbytes warns on every matmul.
-        warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast", category=UserWarning)
-    # peft reads transformers' deprecated `is_gradient_checkpointing` each time it wraps a model
-    # (PeftModel.__init__): a warning no user can act on, once per adapter.
-    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    quiet_library_warnings(int8=bool(cfg.quant.load_in_8bit))
     tokenizer, tokenizer_source = _tokenizer_and_source(cfg)
     extra: dict[str, Any] = {}
     if m.init == "random":
