@@ -48,3 +48,18 @@ def test_runs_are_collected_by_method_init_fraction_and_seed(tmp_path):
     collect_runs(sweep, tmp_path / "runs")
     (kept,) = (tmp_path / "runs").iterdir()
     assert kept.name == "lora-continued-f1.0-seed2" and [p.name for p in kept.iterdir()] == ["run.json"]
+
+
+def test_compare_reproduces_the_committed_tables_and_report(tmp_path):
+    """The study's committed runs (docs/results/tuned_study/runs) regenerate its tables and report,
+    all on the CPU study's 150 test examples, so the two studies compare example by example."""
+    import pandas as pd
+
+    from tests.studies import assert_regenerates
+
+    assert_regenerates(STUDY, tmp_path)
+    table = pd.read_csv(STUDY / "comparison.csv")
+    cpu = pd.read_csv(ROOT / "docs" / "results" / "cpu_study" / "comparison.csv")
+    assert (table["n"] == 150).all() and set(table["example_set"]) == set(cpu["example_set"])
+    assert {"baseline", "lora"} <= set(table["method"])
+    assert "## At equal compute" in (STUDY / "report.md").read_text()
