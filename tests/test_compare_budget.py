@@ -67,3 +67,33 @@ def test_a_dpo_run_that_did_not_time_its_sampling_has_no_known_compute(tmp_path)
     section = (out / "report.md").read_text().split("## At equal compute", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in section.splitlines() if line.startswith("| dpo"))
     assert "| 33.3 (7) | 40.0 (?) |" in row, row  # said to be unknown, not counted as the train time alone
+
+
+def test_the_compute_plot_names_each_arm_by_method_and_start_not_by_its_overrides(tmp_path):
+    import warnings
+
+    import pandas as pd
+
+    from agentcoder.compare.budget import short_arm
+
+    long_sft = "method.init=sft method.train.epochs=3.0 method.train.lr=$\\{sft_train.lr\\} method.train.max_steps=100"
+    assert short_arm(pd.Series({"method": "lora", "variant": long_sft})) == "lora, continued SFT"
+    assert short_arm(pd.Series({"method": "grpo", "variant": "method.init=base method.train.max_steps=70"})) \
+        == "grpo from base"
+    assert short_arm(pd.Series({"method": "lora", "variant": "method.init=base method.train.epochs=1.04"})) == "lora"
+    # Arms whose variants run to a hundred characters still leave the plot room for its axes.
+    ids = example_ids(30)
+    root = tmp_path / "runs"
+    write_run(root / "lora", method="lora", correct=with_accuracy(30, 9), ids=ids)
+    cont = write_run(root / "cont", method="lora", correct=with_accuracy(30, 10), ids=ids, config_hash="cont")
+    _staged(cont, init="sft")
+    record = json.loads((cont / "run.json").read_text())
+    record["config"]["method"]["train"] = {"lr": "${sft_train.lr}", "max_steps": 100, "val_limit": 40,
+                                           "evaluations": 2, "epochs": 3.0, "scheduler": "cosine-with-restarts"}
+    (cont / "run.json").write_text(json.dumps(record))
+    _staged(write_run(root / "dpo", method="dpo", correct=with_accuracy(30, 12), ids=ids), sampling_s=30.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        compare([str(root), "--out", str(tmp_path / "cmp"), "--report", "--resamples", "200"])
+    assert (tmp_path / "cmp" / "accuracy_vs_compute.png").is_file()
+    assert not [str(w.message) for w in seen if "layout" in str(w.message)]

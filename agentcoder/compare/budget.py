@@ -63,6 +63,16 @@ def is_continued(row: pd.Series) -> bool:
     return row["method"] == "lora" and CONTINUED in str(row.get("variant") or "")
 
 
+def short_arm(row: pd.Series) -> str:
+    """A legend's name of ROW: the method and where it started (a variant's full overrides are too long
+    for a legend; the report's tables keep them)."""
+    if is_continued(row):
+        return "lora, continued SFT"
+    if row["method"] in ARMS and "method.init=base" in str(row.get("variant") or ""):
+        return f"{row['method']} from base"
+    return row["method"]
+
+
 def plot_accuracy_vs_compute(table: pd.DataFrame, by_dir: dict[str, Run], path: Path) -> Path | None:
     """Test exact match against training time (stage + arm), one point per configuration with its 95%
     interval; drawn when some configuration started from an SFT stage (the equal-compute study)."""
@@ -78,7 +88,7 @@ def plot_accuracy_vs_compute(table: pd.DataFrame, by_dir: dict[str, Run], path: 
     for i, (_, r) in enumerate(t.sort_values("compute_s").iterrows()):
         y, lo, hi = 100 * r["exact_match_mean"], 100 * r["exact_match_lo"], 100 * r["exact_match_hi"]
         err = [[y - lo], [hi - y]] if not (math.isnan(lo) or math.isnan(hi)) else None
-        label = f"{r['arm']}, {fraction_label(r['data_fraction'])}" if r["method"] not in UNTRAINED else r["arm"]
+        label = f"{short_arm(r)}, {fraction_label(r['data_fraction'])}" if r["method"] not in UNTRAINED else r["arm"]
         ax.errorbar(r["compute_s"] / 60, y, yerr=err, fmt="o", capsize=3, color=f"C{i % 10}", label=label)
     ax.set_xlabel("training time, SFT stage + arm (min)")
     ax.set_ylabel("test exact match (%)")
