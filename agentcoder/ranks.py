@@ -7,7 +7,7 @@ needs no torch, so a plain run (world size 1) never imports it here.  Under seve
 before Hydra names the run dir, so that every rank can take rank 0's.  Rank 0 alone writes the run's
 files; the test and val evaluations are sharded across the ranks and gathered (evaluation/evaluator.py).
 
-The ranks meet within AGENTCODER_RENDEZVOUS_TIMEOUT_S seconds (default 60) or stop, saying so: a rank
+The ranks meet within AGENTCODER_RENDEZVOUS_WAIT seconds (default 60) or stop, saying so: a rank
 started by hand without its peers would otherwise wait as long as a collective may (hours).
 """
 
@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-RENDEZVOUS_ENV = "AGENTCODER_RENDEZVOUS_TIMEOUT_S"
-RENDEZVOUS_TIMEOUT_S = 60.0
+RENDEZVOUS_ENV = "AGENTCODER_RENDEZVOUS_WAIT"
+RENDEZVOUS_DEFAULT_WAIT = 60.0
 # Collectives wait this long: the other ranks wait at a barrier while rank 0 alone samples DPO's
 # pairs (training/pairs.py), longer than torch's default 10-30 min on a large train split.
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
@@ -64,10 +64,10 @@ def exit_after_main(code: int) -> None:
 
 
 def rendezvous_timeout() -> float:
-    """Seconds the ranks wait for each other at the start ($AGENTCODER_RENDEZVOUS_TIMEOUT_S, default 60)."""
+    """Seconds the ranks wait for each other at the start ($AGENTCODER_RENDEZVOUS_WAIT, default 60)."""
     raw = os.environ.get(RENDEZVOUS_ENV)
     if raw is None:
-        return RENDEZVOUS_TIMEOUT_S
+        return RENDEZVOUS_DEFAULT_WAIT
     try:
         value = float(raw)
     except ValueError:

@@ -138,7 +138,7 @@ def _free_port() -> int:
 def test_a_rank_started_without_its_peers_stops_at_the_rendezvous_timeout_in_one_line(tmp_path, rank, said):
     """Issue 30, item 3: a rank started by hand without its peers waited the 2 h collective timeout."""
     env = {"WORLD_SIZE": "2", "RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "AGENTCODER_RENDEZVOUS_TIMEOUT_S": "2"}
+           "AGENTCODER_RENDEZVOUS_WAIT": "2"}
     proc = cli("method=debug", cwd=tmp_path, env=env)
     assert proc.returncode == 1, proc.stderr[-2000:]
     (line,) = config_errors(proc.stderr)
@@ -148,8 +148,8 @@ def test_a_rank_started_without_its_peers_stops_at_the_rendezvous_timeout_in_one
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({}, "agentcoder: WORLD_SIZE=2 RANK=0 without MASTER_ADDR and MASTER_PORT: start the ranks with `torchrun"),
-    ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1", "AGENTCODER_RENDEZVOUS_TIMEOUT_S": "soon"},
-     "agentcoder: AGENTCODER_RENDEZVOUS_TIMEOUT_S='soon': expected a number of seconds > 0"),
+    ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1", "AGENTCODER_RENDEZVOUS_WAIT": "soon"},
+     "agentcoder: AGENTCODER_RENDEZVOUS_WAIT='soon': expected a number of seconds > 0"),
 ])
 def test_a_rank_started_by_hand_without_a_rendezvous_says_what_to_set(tmp_path, env, expected):
     base = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
