@@ -74,18 +74,25 @@ def test_the_compute_plot_names_each_arm_by_method_and_start_not_by_its_override
 
     import pandas as pd
 
-    from agentcoder.compare.budget import short_arm
+    from agentcoder.compare.budget import short_arm, start_label
 
     long_sft = "method.init=sft method.train.epochs=3.0 method.train.lr=$\\{sft_train.lr\\} method.train.max_steps=100"
     assert short_arm(pd.Series({"method": "lora", "variant": long_sft})) == "lora, continued SFT"
     assert short_arm(pd.Series({"method": "grpo", "variant": "method.init=base method.train.max_steps=70"})) \
         == "grpo from base"
     assert short_arm(pd.Series({"method": "lora", "variant": "method.init=base method.train.epochs=1.04"})) == "lora"
+    # The training curves' legends (a panel per method) name the start the same way.
+    assert start_label({"method": "lora", "variant": long_sft}) == "continued SFT"
+    assert start_label({"method": "grpo", "variant": "method.init=sft method.train.max_steps=12"}) \
+        == "from the SFT stage"
+    assert start_label({"method": "lora", "variant": "method.lora.r=16"}) == "method.lora.r=16"
     # Arms whose variants run to a hundred characters still leave the plot room for its axes.
     ids = example_ids(30)
     root = tmp_path / "runs"
-    write_run(root / "lora", method="lora", correct=with_accuracy(30, 9), ids=ids)
-    cont = write_run(root / "cont", method="lora", correct=with_accuracy(30, 10), ids=ids, config_hash="cont")
+    # With train logs, so the training curves' legends are drawn too.
+    write_run(root / "lora", method="lora", correct=with_accuracy(30, 9), ids=ids, train_steps=10)
+    cont = write_run(root / "cont", method="lora", correct=with_accuracy(30, 10), ids=ids, config_hash="cont",
+                     train_steps=10)
     _staged(cont, init="sft")
     record = json.loads((cont / "run.json").read_text())
     record["config"]["method"]["train"] = {"lr": "${sft_train.lr}", "max_steps": 100, "val_limit": 40,
@@ -96,4 +103,25 @@ def test_the_compute_plot_names_each_arm_by_method_and_start_not_by_its_override
         warnings.simplefilter("always")
         compare([str(root), "--out", str(tmp_path / "cmp"), "--report", "--resamples", "200"])
     assert (tmp_path / "cmp" / "accuracy_vs_compute.png").is_file()
+    assert (tmp_path / "cmp" / "training_curves.png").is_file()
     assert not [str(w.message) for w in seen if "layout" in str(w.message)]
+
+
+def test_rl_from_base_is_paired_with_the_same_method_from_the_stage_when_their_budgets_differ(tmp_path):
+    # The ToolRL question at equal compute: grpo from base runs for the stage's time as well, so it has
+    # more steps than grpo from the stage, and their variants differ in more than the start.
+    ids = example_ids(30)
+    root = tmp_path / "runs"
+    write_run(root / "lora", method="lora", correct=with_accuracy(30, 9), ids=ids)
+    for init, steps, right in (("sft", 12, 12), ("base", 50, 6)):
+        run = write_run(root / init, method="grpo", correct=with_accuracy(30, right), ids=ids, config_hash=init)
+        record = json.loads((run / "run.json").read_text())
+        record["config"]["method"].update(init=init, train={"lr": 1e-4, "max_steps": steps})
+        (run / "run.json").write_text(json.dumps(record))
+        if init == "sft":
+            _staged(run)
+    out = tmp_path / "cmp"
+    compare([str(root), "--out", str(out), "--report", "--resamples", "200"])
+    section = (out / "report.md").read_text().split("## Does RL need the SFT stage first?", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith("| grpo"))
+    assert "| 40.0 (7) | 20.0 (2) |" in row, row  # exact match (minutes of training, the stage's included)

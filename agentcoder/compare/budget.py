@@ -63,6 +63,17 @@ def is_continued(row: pd.Series) -> bool:
     return row["method"] == "lora" and CONTINUED in str(row.get("variant") or "")
 
 
+def start_label(row: pd.Series | dict) -> str:
+    """ROW's variant as a legend within one method names it: where the run started when its variant sets
+    `method.init` (whose other overrides are too long for a legend; the tables keep them), else the variant."""
+    variant = str(row.get("variant") or "")
+    if is_continued(row):
+        return "continued SFT"
+    if "method.init=base" in variant:
+        return "from base"
+    return "from the SFT stage" if "method.init=sft" in variant else variant
+
+
 def short_arm(row: pd.Series) -> str:
     """A legend's name of ROW: the method and where it started (a variant's full overrides are too long
     for a legend; the report's tables keep them)."""

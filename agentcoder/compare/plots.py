@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agentcoder.compare.budget import COMPUTE_PNG, plot_accuracy_vs_compute
+from agentcoder.compare.budget import COMPUTE_PNG, plot_accuracy_vs_compute, start_label
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.tables import fraction_label, model_label
 from agentcoder.files import TRAIN_LOG_FILE
@@ -199,7 +199,7 @@ def plot_training_curves(runs: list[Run], path: Path) -> Path | None:
             if row.get("init") == "random":
                 label += " random-init"
             if row.get("variant"):
-                label += f" {row['variant']}"
+                label += f" {start_label(row)}"
             from_base = "method.init=base" in str(row.get("variant"))
             kw = {"color": "tab:red" if from_base else color_of.get(row["data_fraction"], "gray"),
                   "linestyle": styles.get(row["quant"], "-."),

@@ -111,25 +111,38 @@ def _fraction_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str,
     return ("\n".join(lines) + "\n" if lines else ""), heads
 
 
+def _minutes(seconds: float) -> str:
+    return "?" if math.isnan(seconds) else f"{seconds / 60:.0f}"
+
+
 def _init_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str, list[str]]:
-    """RL from the base model (method.init=base) against the same method from the SFT stage."""
+    """RL from the base model (method.init=base) against the same method from the SFT stage: the
+    configuration that differs only in its start, else the one from the stage nearest in compute (a
+    study that gives the run from base the stage's time as well runs it for more steps)."""
     if table.empty or "variant" not in table:
         return "", []
-    t = table[(table["init"] != "random") & table["method"].isin(PREFERENCE_METHODS)]
-    lines = ["| method | model | quant | fraction | from SFT EM % | from base EM % | difference, points [95%] "
-             "| verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    t = compute_frame(table, by_dir)
+    t = t[t["method"].isin(PREFERENCE_METHODS)]
+    lines = ["| method | model | quant | fraction | from SFT EM % (min) | from base EM % (min) | "
+             "difference, points [95%] | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     heads = []
     for _, b in t[t["variant"].str.contains("method.init=base", regex=False)].iterrows():
-        sft_variant = b["variant"].replace("method.init=base", "method.init=sft")
-        match = t[(t["method"] == b["method"]) & (t["model"] == b["model"]) & (t["quant"] == b["quant"])
-                  & (t["data_fraction"] == b["data_fraction"]) & (t["variant"] == sft_variant)]
+        same = t[(t["method"] == b["method"]) & (t["model"] == b["model"]) & (t["quant"] == b["quant"])
+                 & (t["data_fraction"] == b["data_fraction"])]
+        match = same[same["variant"] == b["variant"].replace("method.init=base", "method.init=sft")]
+        if match.empty:
+            match = same[same["variant"].str.contains("method.init=sft", regex=False)]
+            match = match.iloc[(match["compute_s"] - b["compute_s"]).abs().fillna(math.inf).argsort()]
         if match.empty:
             continue
-        c = _compare(match.iloc[0], b, by_dir)
+        a = match.iloc[0]
+        c = _compare(a, b, by_dir)
+        ma, mb = _minutes(a["compute_s"]), _minutes(b["compute_s"])
         lines.append(f"| {b['method']} | {b['model']} | {b['quant']} | {fraction_label(b['data_fraction'])} | "
-                     f"{_pct(c['a'])} | {_pct(c['b'])} | {_diff_cell(c)} | {c['verdict']} |")
-        heads.append(f"{b['method']} from base vs from the SFT stage, {b['model']} quant={b['quant']}: "
-                     f"{_pct(c['a'])}% -> {_pct(c['b'])}%, {_diff_cell(c)} points: {c['verdict'].strip('*')}")
+                     f"{_pct(c['a'])} ({ma}) | {_pct(c['b'])} ({mb}) | {_diff_cell(c)} | {c['verdict']} |")
+        heads.append(f"{b['method']} from base vs from the SFT stage ({mb} vs {ma} min), {b['model']} "
+                     f"quant={b['quant']}: {_pct(c['a'])}% -> {_pct(c['b'])}%, {_diff_cell(c)} points: "
+                     f"{c['verdict'].strip('*')}")
     return ("\n".join(lines) + "\n" if len(lines) > 2 else ""), heads
 
 
@@ -151,7 +164,7 @@ def _equal_compute_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple
         same = match[match["example_set"] == arm["example_set"]]
         c_row = (same if len(same) else match).iloc[0]
         c = _compare(c_row, arm, by_dir)
-        minutes = tuple("?" if math.isnan(s) else f"{s / 60:.0f}" for s in (c_row["compute_s"], arm["compute_s"]))
+        minutes = _minutes(c_row["compute_s"]), _minutes(arm["compute_s"])
         lines.append(f"| {arm['arm']} | {arm['model']} | {arm['quant']} | {fraction_label(arm['data_fraction'])} | "
                      f"{_pct(c['a'])} ({minutes[0]}) | {_pct(c['b'])} ({minutes[1]}) | {_diff_cell(c)} | "
                      f"{c['verdict']} |")
