@@ -27,9 +27,9 @@ ARM_SEEDS=${ARM_SEEDS:-1 2}
 # sampling them is most of its time and the comparator counts it.
 ARM_LORA=${ARM_LORA:-100}
 ARM_DPO_PROMPTS=${ARM_DPO_PROMPTS:-64}
-ARM_GRPO=${ARM_GRPO:-12}
+ARM_GRPO=${ARM_GRPO:-20}
 ARM_PPO=${ARM_PPO:-3}
-BASE_GRPO=${BASE_GRPO:-70}  # the stage's time plus an arm's, at grpo-from-base's seconds per step
+BASE_GRPO=${BASE_GRPO:-50}  # about the stage's time plus an arm's, at grpo's seconds per step
 
 # One sweep dir for every job (a job whose completed run is there already is skipped).
 run() { "$PY" -m agentcoder.run -m experiment=tuned_study "hydra.sweep.dir=$ROOT/study" "$@" || echo "[study] failed: $*"; }

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from agentcoder.compare.search import load_searches
+from agentcoder.files import RUN_FILE, read_json
 from agentcoder.preflight import compose_config
 from scripts.collect_runs import collect_runs, run_name
 
@@ -63,3 +65,32 @@ def test_compare_reproduces_the_committed_tables_and_report(tmp_path):
     assert (table["n"] == 150).all() and set(table["example_set"]) == set(cpu["example_set"])
     assert {"baseline", "lora"} <= set(table["method"])
     assert "## At equal compute" in (STUDY / "report.md").read_text()
+
+
+def test_the_committed_runs_are_the_designed_study():
+    """Three seeds of the tuned stage; from each of at least two of them, the four arms at one budget
+    (each arm's own training time, dpo's sampling included, within 25% of the continued SFT's of the
+    same seed), each started from that seed's stage."""
+    records = {p.parent.name: read_json(p) for p in (STUDY / "runs").glob(f"*/{RUN_FILE}")}
+    assert all(r["status"] == "completed" for r in records.values())
+    seeds = lambda prefix: {r["config"]["seed"] for n, r in records.items() if n.startswith(prefix)}  # noqa: E731
+    assert seeds("lora-f1.0-seed") == {1, 2, 3}
+    arm_seeds = seeds("lora-continued-")
+    assert len(arm_seeds) >= 2 and all(seeds(f"{m}-f1.0-") >= arm_seeds for m in ("dpo", "grpo", "ppo"))
+    stages = {r["config"]["seed"]: r for n, r in records.items() if n.startswith("lora-f1.0-")}
+    for seed in arm_seeds:
+        arms = {m: records[f"{m}-f1.0-seed{seed}"] for m in ("dpo", "grpo", "ppo")}
+        arms["continued"] = records[f"lora-continued-f1.0-seed{seed}"]
+        own = {a: r["train"]["train_time_s"] + ((r.get("pairs") or {}).get("sample_time_s") or 0)
+               for a, r in arms.items()}
+        for method, seconds in own.items():
+            assert abs(seconds / own["continued"] - 1) <= 0.25, (seed, method, seconds, own["continued"])
+            # Each arm's stage is its seed's tuned stage, whose time the comparator adds to the arm's.
+            assert arms[method]["stage"]["train_time_s"] == stages[seed]["train"]["train_time_s"]
+
+
+@pytest.mark.slow
+def test_analysis_notebook_executes_against_the_committed_runs():
+    from tests.studies import execute_notebook
+
+    execute_notebook(STUDY / "analysis.ipynb")
