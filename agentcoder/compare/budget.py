@@ -77,11 +77,10 @@ def start_label(row: pd.Series | dict) -> str:
 def short_arm(row: pd.Series) -> str:
     """A legend's name of ROW: the method and where it started (a variant's full overrides are too long
     for a legend; the report's tables keep them)."""
+    start = start_label(row)
     if is_continued(row):
-        return "lora, continued SFT"
-    if row["method"] in ARMS and "method.init=base" in str(row.get("variant") or ""):
-        return f"{row['method']} from base"
-    return row["method"]
+        return f"lora, {start}"
+    return f"{row['method']} {start}" if row["method"] in ARMS and start == "from base" else row["method"]
 
 
 def plot_accuracy_vs_compute(table: pd.DataFrame, by_dir: dict[str, Run], path: Path) -> Path | None:
