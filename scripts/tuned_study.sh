@@ -29,7 +29,10 @@ ARM_LORA=${ARM_LORA:-100}
 ARM_DPO_PROMPTS=${ARM_DPO_PROMPTS:-64}
 ARM_GRPO=${ARM_GRPO:-20}
 ARM_PPO=${ARM_PPO:-3}
-BASE_GRPO=${BASE_GRPO:-50}  # about the stage's time plus an arm's, at grpo's seconds per step
+# grpo from base: at least the stage's time plus an arm's (50 steps took 1.39x that here: from the base
+# model the rollouts run longer than from the stage), for one seed (a second would pass the 6 h).
+BASE_GRPO=${BASE_GRPO:-50}
+BASE_SEEDS=${BASE_SEEDS:-1}
 
 # One sweep dir for every job (a job whose completed run is there already is skipped).
 run() { "$PY" -m agentcoder.run -m experiment=tuned_study "hydra.sweep.dir=$ROOT/study" "$@" || echo "[study] failed: $*"; }
@@ -62,7 +65,7 @@ if part arms; then
   done
 fi
 if part base; then
-  for seed in $ARM_SEEDS; do
+  for seed in $BASE_SEEDS; do
     run method=grpo method.init=base "method.train.max_steps=$BASE_GRPO" "${VAL[@]}" "seed=$seed"
   done
 fi

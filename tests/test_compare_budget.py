@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from agentcoder.compare.__main__ import main as compare
 from tests.compare_runs import example_ids, with_accuracy, write_run
 
@@ -125,3 +127,7 @@ def test_rl_from_base_is_paired_with_the_same_method_from_the_stage_when_their_b
     section = (out / "report.md").read_text().split("## Does RL need the SFT stage first?", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in section.splitlines() if line.startswith("| grpo"))
     assert "| 40.0 (7) | 20.0 (2) |" in row, row  # exact match (minutes of training, the stage's included)
+    # Their failures are counted apart: pooled, the reasons table would show neither start's.
+    reasons = pd.read_csv(out / "reasons.csv").set_index("method")
+    grpo = {m: r["correct"] for m, r in reasons.iterrows() if m.startswith("grpo")}
+    assert sorted(grpo.values()) == [0.2, 0.4] and all("method.init=" in m for m in grpo), grpo

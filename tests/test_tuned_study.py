@@ -70,7 +70,8 @@ def test_compare_reproduces_the_committed_tables_and_report(tmp_path):
 def test_the_committed_runs_are_the_designed_study():
     """Three seeds of the tuned stage; from each of at least two of them, the four arms at one budget
     (each arm's own training time, dpo's sampling included, within 25% of the continued SFT's of the
-    same seed), each started from that seed's stage."""
+    same seed), each started from that seed's stage; and grpo from the base model, trained at least as
+    long as a stage and an arm (within the same 25%)."""
     records = {p.parent.name: read_json(p) for p in (STUDY / "runs").glob(f"*/{RUN_FILE}")}
     assert all(r["status"] == "completed" for r in records.values())
     seeds = lambda prefix: {r["config"]["seed"] for n, r in records.items() if n.startswith(prefix)}  # noqa: E731
@@ -87,6 +88,12 @@ def test_the_committed_runs_are_the_designed_study():
             assert abs(seconds / own["continued"] - 1) <= 0.25, (seed, method, seconds, own["continued"])
             # Each arm's stage is its seed's tuned stage, whose time the comparator adds to the arm's.
             assert arms[method]["stage"]["train_time_s"] == stages[seed]["train"]["train_time_s"]
+    # The ToolRL question: grpo from the base model, with no less than its seed's stage plus an arm.
+    (from_base,) = [r for n, r in records.items() if n.startswith("grpo-from-base-")]
+    seed = from_base["config"]["seed"]
+    budget = stages[seed]["train"]["train_time_s"] + records[f"lora-continued-f1.0-seed{seed}"]["train"]["train_time_s"]
+    assert from_base["config"]["method"]["init"] == "base" and "stage" not in from_base
+    assert from_base["train"]["train_time_s"] >= 0.75 * budget, (from_base["train"]["train_time_s"], budget)
 
 
 @pytest.mark.slow

@@ -137,14 +137,17 @@ def reason_kind(reason: Any) -> str:
 
 
 def reasons_table(runs: list[Run]) -> pd.DataFrame:
-    """Share of evaluated examples per matcher reason, per method (completed runs with predictions)."""
+    """Share of evaluated examples per matcher reason, per method and variant (completed runs with
+    predictions): runs that differ in more than their seeds (grpo from base and from the SFT stage)
+    fail in different ways, so they are never pooled."""
     counts: dict[str, Counter] = {}
     totals: Counter = Counter()
     nruns: Counter = Counter()
     for run in runs:
         if run.row["status"] != "completed" or not run.predictions:
             continue
-        method = str(run.row.get("method"))
+        variant = run.row.get("variant")
+        method = f"{run.row.get('method')} ({variant})" if variant else str(run.row.get("method"))
         nruns[method] += 1
         c = counts.setdefault(method, Counter())
         for p in run.predictions:
