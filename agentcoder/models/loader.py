@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from agentcoder.data.prompts import prompt_style
 from agentcoder.models.base import LoadedModel, ModelLoadError
 from agentcoder.models.embedded import EMBEDDED_NAME, default_embedded_cfg, embedded_model_dir
-from agentcoder.models.memory import reset_peak_memory
+from agentcoder.models.memory import cap_kernel_caches, reset_peak_memory
 from agentcoder.models.tokens import fix_special_tokens, sync_generation_config
 
 TOKEN_ENV = "HF_TOKEN"
@@ -294,6 +294,7 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
     # A new phase: what the last one left (an SFT stage's model, a sweep's previous job) goes first,
     # and the peaks measured from here on are this phase's.
     reset_peak_memory(device)
+    kernel_caches = cap_kernel_caches()
     dtype_name, dtype_why = resolve_dtype(str(m.get("dtype", "auto")), device)
     dtype = getattr(torch, dtype_name)
     quant = _quantization_config(cfg.quant, device)
@@ -341,6 +342,7 @@ def load_model(cfg: DictConfig, *, device: str | None = None) -> LoadedModel:
         "adapter": m.adapter,
         "tokenizer_source": tokenizer_source,
         "prompt_style": prompt_style(tokenizer),  # data/prompts.py: chat template, or the plain format
+        "cpu_kernel_caches": kernel_caches if device == "cpu" else None,
         **extra,
     }
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)

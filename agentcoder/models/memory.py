@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import resource
 import sys
 from pathlib import Path
@@ -18,6 +19,24 @@ from typing import Any
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+# torch's CPU kernels for bf16 (oneDNN, through ideep) keep a compiled kernel per input shape and more,
+# up to 1,024 in each of two caches, read from these variables at their first use in the process.  A
+# LoRA run added one to two a step (~1 MB each: the heap's bytes in use grew 505 -> 807 MB in 400 steps),
+# and the freed tensors of every step fragmented the heap around them, so the peak grew with the steps
+# (docs/benchmarks.md).  64 holds what a training step and a val check use: a 40-step A/B ran at the
+# same speed within its noise.  A value the user set is kept.
+KERNEL_CACHE_CAPACITY = 64
+KERNEL_CACHE_VARS = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+
+
+def cap_kernel_caches() -> dict[str, str]:
+    """Bound oneDNN's kernel caches (KERNEL_CACHE_VARS) unless set already; returns the values in force.
+    It takes effect only where no CPU kernel of the process has run yet: call it before the first model."""
+    for var in KERNEL_CACHE_VARS:
+        os.environ.setdefault(var, str(KERNEL_CACHE_CAPACITY))
+    return {var: os.environ[var] for var in KERNEL_CACHE_VARS}
 
 
 def release_memory() -> None:
