@@ -16,10 +16,10 @@ glibc's view of its heap (mallinfo2: bytes in use and bytes held free).  A peak 
 bytes in use stay flat is the allocator holding freed memory (fragmentation); bytes in use that grow are
 something kept (a leak, or a cache).  The last line printed has the run's training peak.
 
-What it found (docs/benchmarks.md, 2026-12-07): with free row widths the bytes in use grew ~2 MB a step
-and the heap held ever more freed memory (7.4 GB free, 1.3 GB in use at step 400); rows in a few
-widths or in one did not stop the heap from growing.  What bounds it best so far: the trainer hands the
-heap's free pages back every 10 steps (training/session.HeapTrim) and after each val check.
+What it found (docs/benchmarks.md): the bytes in use grew ~1 MB a step, oneDNN's kernel caches (a
+compiled kernel per input shape, 1,024 per cache), and the freed tensors of each step fragmented the heap
+around them: 5,279 MB at step 100, 7,159 at 400 with the heap trimmed every 10 steps.  With the caches at
+64 kernels (models/memory.cap_kernel_caches, set by load_model) the peak was 5,136 MB at both.
 """
 
 from __future__ import annotations
@@ -43,25 +43,6 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def _mallinfo() -> dict[str, int]:
-    import ctypes
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-                     "fordblks", "keepcost")]
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = MallInfo2
-        info = libc.mallinfo2()
-    except (OSError, AttributeError):
-        return {}
-    # arena: heap bytes from sbrk/arenas; hblkhd: bytes in mmapped chunks; uordblks: in use; fordblks: free.
-    return {"heap_mb": round((info.arena) / 2**20, 1), "mmap_mb": round(info.hblkhd / 2**20, 1),
-            "in_use_mb": round(info.uordblks / 2**20, 1), "free_in_heap_mb": round(info.fordblks / 2**20, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="jsonl: one line per optimizer step")
@@ -71,6 +52,7 @@ def main() -> None:
     from transformers import TrainerCallback
 
     from agentcoder.methods import lora
+    from agentcoder.models.memory import heap_stats
     from agentcoder.preflight import compose_config
     from agentcoder.tracking.records import RunRecord
 
@@ -85,7 +67,7 @@ def main() -> None:
         def on_step_end(self, targs, state, control, **kwargs):  # noqa: ANN001
             row = {"step": state.global_step, "s": round(time.perf_counter() - t0, 1),
                    "rss_mb": round(_status_kb("VmRSS") / 1024, 1), "hwm_mb": round(_status_kb("VmHWM") / 1024, 1),
-                   **_mallinfo()}
+                   **heap_stats()}
             self.fh.write(json.dumps(row) + "\n")
             self.fh.flush()
 

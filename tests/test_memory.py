@@ -155,3 +155,43 @@ def test_training_hands_a_fragmented_heaps_free_pages_back_every_few_steps():
     assert _rss_bytes() < held - 250 * 2**20
     for b in blocks[::50]:
         libc.free(b)
+
+
+_KERNEL_CACHE_PROBE = """
+import sys
+
+import torch
+
+from agentcoder.models.loader import load_model
+from agentcoder.models.memory import heap_stats
+from tests.helpers import compose_cfg
+
+lm = load_model(compose_cfg("model.source=hub", f"model.hub_id={sys.argv[1]}"), device="cpu")
+w = torch.randn(576, 1536, dtype=torch.bfloat16)
+torch.randn(8, 576, dtype=torch.bfloat16) @ w
+before = heap_stats()["in_use_mb"]
+for rows in range(9, 609):  # a new input shape each time, as generation's prompts bring
+    x = torch.randn(rows, 576, dtype=torch.bfloat16, requires_grad=True)
+    (x @ w).sum().backward()
+print(lm.info["cpu_kernel_caches"], heap_stats()["in_use_mb"] - before)
+"""
+
+
+def test_the_kernel_caches_are_bounded_before_the_first_model_loads(tiny_model_dir):
+    """oneDNN keeps a compiled kernel per input shape (up to 1,024 per cache by default, ~1 MB each here):
+    a long run's heap in use grew with its steps, and its freed tensors fragmented around them.
+    load_model bounds the caches before any CPU kernel of the process runs (they read the bound once)."""
+    import os
+    import subprocess
+    import sys
+
+    from agentcoder.models.memory import KERNEL_CACHE_CAPACITY, KERNEL_CACHE_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_VARS}
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _KERNEL_CACHE_PROBE, str(tiny_model_dir)], env=env, cwd=root,
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    caches, grown_mb = out.rsplit(" ", 1)
+    assert caches == str(dict.fromkeys(KERNEL_CACHE_VARS, str(KERNEL_CACHE_CAPACITY)))
+    # 600 shapes: unbounded ~700 MB on a CPU whose bf16 matmuls go through oneDNN; bounded, 64 kernels.
+    assert float(grown_mb) < 150, grown_mb

@@ -58,6 +58,25 @@ def trim_heap() -> None:
         pass
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_stats() -> dict[str, float]:
+    """glibc's view of the process heap in MiB (mallinfo2): its size, the mmapped chunks beside it, the
+    bytes in use and those held free; {} under another libc.  A peak that grows while the bytes in use
+    stay flat is the allocator holding freed memory; bytes in use that grow are something kept."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {"heap_mb": round(info.arena / 2**20, 1), "mmap_mb": round(info.hblkhd / 2**20, 1),
+            "in_use_mb": round(info.uordblks / 2**20, 1), "free_in_heap_mb": round(info.fordblks / 2**20, 1)}
+
+
 def reset_peak_memory(device: Any) -> bool:
     """Free what earlier phases left (release_memory) and start DEVICE's peak afresh; False where the
     peak cannot be reset (a CPU peak is then the process's lifetime peak)."""

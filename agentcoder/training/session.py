@@ -191,7 +191,8 @@ def train_time_callback() -> Any:
 # in holes the next step's tensors do not all fit, so the heap grows: a 400-step SmolLM2 LoRA run on
 # CPU held 6.3 GB free in its heap at the end (0.8 GB in use) and peaked at 9.2 GB, 5.7 GB at step
 # 100 (docs/benchmarks.md).  Handing the free pages back every few steps bounds the resident memory
-# at a few steps' growth, for the cost of touching those pages again.
+# at a few steps' growth, for the cost of touching those pages again.  What kept growing under the holes
+# was oneDNN's kernel caches, now bounded (models/memory.cap_kernel_caches).
 HEAP_TRIM_STEPS = 10
 
 
