@@ -22,11 +22,11 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 # torch's CPU kernels for bf16 (oneDNN, through ideep) keep a compiled kernel per input shape and more,
-# up to 1,024 in each of two caches, read from these variables at their first use in the process.  A
-# LoRA run added one to two a step (~1 MB each: the heap's bytes in use grew 505 -> 807 MB in 400 steps),
-# and the freed tensors of every step fragmented the heap around them, so the peak grew with the steps
-# (docs/benchmarks.md).  64 holds what a training step and a val check use: a 40-step A/B ran at the
-# same speed within its noise.  A value the user set is kept.
+# up to 1,024 in each of two caches, read from these variables at their first use in the process.  In a
+# LoRA run they grew the heap's bytes in use ~1 MB a step (505 -> 807 MB in 400 steps), and the freed
+# tensors of every step fragmented the heap around them, so the peak grew with the steps.  At 64 the
+# 400-step peak equals the 100-step one and a 40-step A/B ran at the same speed within its noise
+# (docs/benchmarks.md).  A value the user set is kept.
 KERNEL_CACHE_CAPACITY = 64
 KERNEL_CACHE_VARS = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
 
