@@ -20,7 +20,8 @@ from agentcoder.compare.tables import RUN_DIRS_SEP, fraction_label
 from agentcoder.files import RUN_FILE, read_json
 
 COMPUTE_PNG = "accuracy_vs_compute.png"
-CONTINUED = "method.init=sft"
+INIT = "method.init="  # a variant's start: {INIT}sft from the SFT stage, {INIT}base from the base model
+CONTINUED = f"{INIT}sft"
 ARMS = ("dpo", "grpo", "ppo")
 DPI = 110
 
@@ -63,15 +64,18 @@ def is_continued(row: pd.Series) -> bool:
     return row["method"] == "lora" and CONTINUED in str(row.get("variant") or "")
 
 
+def start_of(row: pd.Series | dict) -> str | None:
+    """Where ROW's variant says its runs started: "base", "sft" (the SFT stage), or None where it does not."""
+    variant = str(row.get("variant") or "")
+    return next((start for start in ("base", "sft") if f"{INIT}{start}" in variant), None)
+
+
 def start_label(row: pd.Series | dict) -> str:
     """ROW's variant as a legend within one method names it: where the run started when its variant sets
     `method.init` (whose other overrides are too long for a legend; the tables keep them), else the variant."""
-    variant = str(row.get("variant") or "")
     if is_continued(row):
         return "continued SFT"
-    if "method.init=base" in variant:
-        return "from base"
-    return "from the SFT stage" if "method.init=sft" in variant else variant
+    return {"base": "from base", "sft": "from the SFT stage"}.get(start_of(row), str(row.get("variant") or ""))
 
 
 def short_arm(row: pd.Series) -> str:

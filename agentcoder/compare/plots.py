@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agentcoder.compare.budget import COMPUTE_PNG, plot_accuracy_vs_compute, start_label
+from agentcoder.compare.budget import COMPUTE_PNG, plot_accuracy_vs_compute, start_label, start_of
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.tables import fraction_label, model_label
 from agentcoder.files import TRAIN_LOG_FILE
@@ -200,7 +200,7 @@ def plot_training_curves(runs: list[Run], path: Path) -> Path | None:
                 label += " random-init"
             if row.get("variant"):
                 label += f" {start_label(row)}"
-            from_base = "method.init=base" in str(row.get("variant"))
+            from_base = start_of(row) == "base"
             kw = {"color": "tab:red" if from_base else color_of.get(row["data_fraction"], "gray"),
                   "linestyle": styles.get(row["quant"], "-."),
                   "alpha": 0.85, "linewidth": 1.2, "label": None if label in seen else label}

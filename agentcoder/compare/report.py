@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from agentcoder.compare.budget import ARMS, COMPUTE_PNG, compute_frame, is_continued
+from agentcoder.compare.budget import ARMS, COMPUTE_PNG, INIT, compute_frame, is_continued, start_of
 from agentcoder.compare.plots import ACCURACY_PNG, CURVES_PNG, EFFICIENCY_PNG, QUANT_ORDER
 from agentcoder.compare.runs import UNTRAINED, Run
 from agentcoder.compare.stats import paired_difference
@@ -126,12 +126,13 @@ def _init_section(table: pd.DataFrame, by_dir: dict[str, Run]) -> tuple[str, lis
     lines = ["| method | model | quant | fraction | from SFT EM % (min) | from base EM % (min) | "
              "difference, points [95%] | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     heads = []
-    for _, b in t[t["variant"].str.contains("method.init=base", regex=False)].iterrows():
-        same = t[(t["method"] == b["method"]) & (t["model"] == b["model"]) & (t["quant"] == b["quant"])
-                 & (t["data_fraction"] == b["data_fraction"])]
-        match = same[same["variant"] == b["variant"].replace("method.init=base", "method.init=sft")]
+    starts = pd.Series([start_of(r) for _, r in t.iterrows()], index=t.index, dtype=object)
+    for _, b in t[starts == "base"].iterrows():
+        same = (t["method"] == b["method"]) & (t["model"] == b["model"]) & (t["quant"] == b["quant"]) \
+            & (t["data_fraction"] == b["data_fraction"])
+        match = t[same & (t["variant"] == b["variant"].replace(f"{INIT}base", f"{INIT}sft"))]
         if match.empty:
-            match = same[same["variant"].str.contains("method.init=sft", regex=False)]
+            match = t[same & (starts == "sft")]
             match = match.iloc[(match["compute_s"] - b["compute_s"]).abs().fillna(math.inf).argsort()]
         if match.empty:
             continue
